@@ -1,0 +1,127 @@
+"""Every figure of the tutorial: titled, with labelled axes and units. Each returns the Axes/Figure."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+FEEDBACK_COLORS = {"positive": "#2b8cbe", "negative": "#e34a33", "exposure": "#bdbdbd"}
+
+
+def _axes(ax=None, figsize=(7, 3.5)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def feedback_per_day(per_day: pd.DataFrame, ax=None, log: bool = True):
+    """Stacked bars: interactions per day (rows = day) by feedback type (columns)."""
+    ax = _axes(ax)
+    bottom = np.zeros(len(per_day))
+    for kind in [c for c in FEEDBACK_COLORS if c in per_day.columns]:
+        ax.bar(per_day.index, per_day[kind], bottom=bottom, color=FEEDBACK_COLORS[kind], label=kind)
+        bottom += per_day[kind].to_numpy()
+    ax.set(title="Interactions per day", xlabel="day", ylabel="interactions (count)")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(frameon=False)
+    return ax
+
+
+def sequence_lengths(lengths: Mapping[str, Sequence[int]], ax=None):
+    """Histogram of per-user sequence lengths for each feedback type (log-spaced bins)."""
+    ax = _axes(ax)
+    top = max(max(v, default=1) for v in lengths.values())
+    bins = np.unique(np.logspace(0, np.log10(top + 1), 30).astype(int))
+    for kind, values in lengths.items():
+        ax.hist(np.asarray(values) + 0.5, bins=bins, alpha=0.6, label=f"{kind} (median {np.median(values):.0f})",
+                color=FEEDBACK_COLORS.get(kind))
+    ax.set(title="Per-user sequence length", xlabel="interactions per user (log scale)", ylabel="users",
+           xscale="log")
+    ax.legend(frameon=False)
+    return ax
+
+
+def heatmap(table: pd.DataFrame, title: str, xlabel: str, ylabel: str, fmt: str = ".2f", ax=None,
+            cmap: str = "Reds"):
+    """Annotated heatmap of a small table (rows x columns)."""
+    import seaborn as sns
+
+    ax = _axes(ax, figsize=(1.2 + 0.9 * table.shape[1], 0.8 + 0.35 * table.shape[0]))
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return ax
+
+
+def user_timeline(events: pd.DataFrame, label_col: str = "title", ax=None, max_labels: int = 12):
+    """One user's positives and negatives over time (x = day, y = feedback), negatives labelled."""
+    ax = _axes(ax, figsize=(9, 3))
+    rows = {"negative": 0, "positive": 1}
+    for kind, y in rows.items():
+        sub = events[events["feedback"] == kind]
+        jitter = (np.arange(len(sub)) % 5) * 0.08
+        ax.scatter(sub["timestamp"] / 86_400, y + jitter, s=18, color=FEEDBACK_COLORS[kind], label=kind)
+    negs = events[events["feedback"] == "negative"].head(max_labels)
+    for i, (_, row) in enumerate(negs.iterrows()):
+        ax.annotate(str(row[label_col])[:28], (row["timestamp"] / 86_400, -0.1 - 0.12 * (i % 3)), fontsize=7,
+                    rotation=0, color=FEEDBACK_COLORS["negative"])
+    ax.set(title="One user's feedback timeline", xlabel="day", yticks=[0, 1],
+           yticklabels=["not interested", "clicked / bought"], ylim=(-0.6, 1.6))
+    return ax
+
+
+def grouped_bars(table: pd.DataFrame, title: str, ylabel: str, ax=None, fmt: str = "{:.2f}"):
+    """Grouped bar chart: rows = groups on the x axis, columns = bars within a group, values annotated."""
+    ax = _axes(ax)
+    n = table.shape[1]
+    width = 0.8 / n
+    x = np.arange(len(table))
+    for j, col in enumerate(table.columns):
+        bars = ax.bar(x + (j - (n - 1) / 2) * width, table[col], width, label=str(col))
+        for rect, value in zip(bars, table[col]):
+            ax.annotate(fmt.format(value), (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                        ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [str(i) for i in table.index])
+    ax.set(title=title, ylabel=ylabel)
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def loss_curves(history: pd.DataFrame, x: str, columns: Sequence[str], title: str, ax=None, log: bool = False):
+    """Training curves: one line per column of `history` against `x`."""
+    ax = _axes(ax)
+    for col in columns:
+        ax.plot(history[x], history[col], label=col)
+    ax.set(title=title, xlabel=x, ylabel="loss" if len(columns) > 1 else columns[0])
+    if log:
+        ax.set_yscale("log")
+    ax.legend(frameon=False)
+    return ax
+
+
+def code_usage(codes: np.ndarray, codebook_size: int, level_names: Sequence[str] = "abcd"):
+    """One histogram per level: how many items use each code (a flat histogram = no collapse)."""
+    levels = codes.shape[1]
+    fig, axes = plt.subplots(1, levels, figsize=(3.2 * levels, 2.8), sharey=True)
+    for lvl, ax in enumerate(np.atleast_1d(axes)):
+        size = codebook_size if lvl < levels - 1 or codes[:, lvl].max() < codebook_size else codes[:, lvl].max() + 1
+        counts = np.bincount(codes[:, lvl], minlength=size)
+        ax.bar(np.arange(len(counts)), counts, width=1.0)
+        used = (counts > 0).mean()
+        ax.set(title=f"level {level_names[lvl]}: {used:.0%} of codes used", xlabel="code", ylabel="items")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_map(xy: np.ndarray, labels: Sequence[str], title: str, ax=None, annotate: Sequence[str] | None = None):
+    """2-D scatter of item embeddings coloured by a label (e.g. category)."""
+    ax = _axes(ax, figsize=(6.5, 5))
+    labels = np.asarray(labels)
+    for lab in sorted(set(labels)):
+        m = labels == lab
+        ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.7, label=str(lab))
+    ax.set(title=title, xlabel="component 1", ylabel="component 2")
+    ax.legend(frameon=False, fontsize=7, markerscale=2, bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    return ax

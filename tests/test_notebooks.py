@@ -1,0 +1,58 @@
+"""The notebook chain, executed with papermill on small parameters; values are read back from the run folder."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conrec_lib import runs, tutorial
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+NB = {p.stem: p for p in tutorial.notebooks()}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    tutorial.run_all("smoke", run_dir, echo=False)
+    return runs.Run.at(run_dir)
+
+
+def test_every_notebook_has_a_parameters_cell_with_run_dir():
+    for path in NB.values():
+        assert "RUN_DIR" in tutorial.notebook_parameters(path), path.name
+
+
+def test_unknown_parameter_is_an_error(tmp_path):
+    with pytest.raises(tutorial.UnknownParameterError, match="NOT_A_PARAMETER"):
+        tutorial.run_notebook(NB["01_data_exploration"], tmp_path, {"NOT_A_PARAMETER": 1})
+
+
+def test_unknown_profile_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile"):
+        tutorial.run_all("nope", tmp_path)
+
+
+@pytest.mark.slow
+def test_01_data_on_the_simulator(smoke_run):
+    m = smoke_run.metrics("01_data")
+    assert m["dataset"] == "simulated"
+    assert (m["n_users"], m["n_items"], m["n_days"]) == (60, 150, 14)
+    assert m["n_positive"] > 2 * m["n_negative"] > 0
+    assert 0 <= m["longtail_user_share"] <= 1 and 0 <= m["longtail_item_share"] <= 1
+    executed = json.loads((smoke_run.root / "notebooks" / "01_data_exploration.ipynb").read_text())
+    assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, folder, users", [
+    ("kuairand", "kuairand-27k-like-hate-kcore15", 664),
+    ("movielens", "movielens-ml-latest-small", 610),
+])
+def test_01_data_on_real_datasets(tmp_path, dataset, folder, users):
+    if not (SHARED / folder).is_dir():
+        pytest.skip(f"{SHARED / folder} not present")
+    params = {"DATASET": dataset, "DATA_PATH": str(SHARED / folder), "RUN_DIR": str(tmp_path)}
+    tutorial.run_notebook(NB["01_data_exploration"], tmp_path / "nb", params)
+    m = runs.Run.at(tmp_path).metrics("01_data")
+    assert m["dataset"].startswith(dataset) and m["n_users"] == users
+    assert m["n_exposure"] == 0 if dataset == "kuairand" else m["n_exposure"] > 0
