@@ -56,7 +56,7 @@ def length_table(lengths: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def category_feedback(ds: data.Dataset, top: int = 12) -> pd.DataFrame:
-    """Share of each feedback type per category, for the `top` categories by volume."""
+    """Share of each feedback type per category (rows sum to 1), for the `top` categories by volume."""
     inter = ds.interactions.merge(ds.items[["item_id", "category"]], on="item_id")
     table = inter.groupby(["category", "feedback"]).size().unstack(fill_value=0)
     table = table.loc[table.sum(axis=1).sort_values(ascending=False).index[:top]]

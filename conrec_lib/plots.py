@@ -16,7 +16,7 @@ def _axes(ax=None, figsize=(7, 3.5)):
     return ax
 
 
-def feedback_per_day(per_day: pd.DataFrame, ax=None, log: bool = True):
+def feedback_per_day(per_day: pd.DataFrame, ax=None, log: bool = False):
     """Stacked bars: interactions per day (rows = day) by feedback type (columns)."""
     ax = _axes(ax)
     bottom = np.zeros(len(per_day))
@@ -26,7 +26,7 @@ def feedback_per_day(per_day: pd.DataFrame, ax=None, log: bool = True):
     ax.set(title="Interactions per day", xlabel="day", ylabel="interactions (count)")
     if log:
         ax.set_yscale("log")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
@@ -45,30 +45,31 @@ def sequence_lengths(lengths: Mapping[str, Sequence[int]], ax=None):
 
 
 def heatmap(table: pd.DataFrame, title: str, xlabel: str, ylabel: str, fmt: str = ".2f", ax=None,
-            cmap: str = "Reds"):
-    """Annotated heatmap of a small table (rows x columns)."""
+            cmap: str = "Reds", colour_by_column: bool = False):
+    """Annotated heatmap of a small table; `colour_by_column` shades each column on its own range."""
     import seaborn as sns
 
     ax = _axes(ax, figsize=(1.2 + 0.9 * table.shape[1], 0.8 + 0.35 * table.shape[0]))
-    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax)
+    shade = table
+    if colour_by_column:
+        lo, hi = table.min(axis=0), table.max(axis=0)
+        shade = (table - lo) / (hi - lo).replace(0, 1)
+    sns.heatmap(shade, annot=table, fmt=fmt, cmap=cmap, cbar=False, ax=ax)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return ax
 
 
-def user_timeline(events: pd.DataFrame, label_col: str = "title", ax=None, max_labels: int = 12):
-    """One user's positives and negatives over time (x = day, y = feedback), negatives labelled."""
-    ax = _axes(ax, figsize=(9, 3))
-    rows = {"negative": 0, "positive": 1}
-    for kind, y in rows.items():
+def user_timeline(events: pd.DataFrame, ax=None):
+    """One user's positives and negatives over time (x = day, y = feedback; stacked dots = same day)."""
+    ax = _axes(ax, figsize=(9, 2.6))
+    for y, kind in enumerate(["negative", "positive"]):
         sub = events[events["feedback"] == kind]
-        jitter = (np.arange(len(sub)) % 5) * 0.08
-        ax.scatter(sub["timestamp"] / 86_400, y + jitter, s=18, color=FEEDBACK_COLORS[kind], label=kind)
-    negs = events[events["feedback"] == "negative"].head(max_labels)
-    for i, (_, row) in enumerate(negs.iterrows()):
-        ax.annotate(str(row[label_col])[:28], (row["timestamp"] / 86_400, -0.1 - 0.12 * (i % 3)), fontsize=7,
-                    rotation=0, color=FEEDBACK_COLORS["negative"])
+        stack = sub.groupby("day").cumcount().to_numpy()
+        ax.scatter(sub["timestamp"] / 86_400, y + 0.07 * stack, s=16, color=FEEDBACK_COLORS[kind],
+                   label=f"{kind} ({len(sub)})")
     ax.set(title="One user's feedback timeline", xlabel="day", yticks=[0, 1],
-           yticklabels=["not interested", "clicked / bought"], ylim=(-0.6, 1.6))
+           yticklabels=["not interested", "clicked / bought"], ylim=(-0.3, 1.8))
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
@@ -119,9 +120,17 @@ def embedding_map(xy: np.ndarray, labels: Sequence[str], title: str, ax=None, an
     """2-D scatter of item embeddings coloured by a label (e.g. category)."""
     ax = _axes(ax, figsize=(6.5, 5))
     labels = np.asarray(labels)
-    for lab in sorted(set(labels)):
+    colours = plt.get_cmap("tab20").colors
+    for i, lab in enumerate(sorted(set(labels))):
         m = labels == lab
-        ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.7, label=str(lab))
+        ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.7, label=str(lab), color=colours[i % len(colours)])
     ax.set(title=title, xlabel="component 1", ylabel="component 2")
     ax.legend(frameon=False, fontsize=7, markerscale=2, bbox_to_anchor=(1.0, 1.0), loc="upper left")
     return ax
+
+
+def pca_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(n, d) -> (n, 2) principal-component projection, for `embedding_map`."""
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(x)

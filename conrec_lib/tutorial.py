@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "tutorial": {},
     "smoke": {
         "01_data_exploration": {"SCALE": "tiny"},
-        "02_semantic_ids": {"EMBEDDER": "tfidf", "CODEBOOK_SIZE": 8, "EPOCHS": 5},
+        "02_semantic_ids": {"EMBEDDER": "tfidf", "CODEBOOK_SIZE": 16, "EPOCHS": 5},
     },
 }
 
