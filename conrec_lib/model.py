@@ -26,8 +26,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -43,6 +41,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from conrec_lib import runs
 
 TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
@@ -242,7 +242,7 @@ def convert_gguf(folder: Path, gguf_file: str, out: Path) -> None:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(gguf_model.state_dict())
-    with atomic_dir(out) as tmp:
+    with runs.atomic_dir(out) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
@@ -318,26 +318,6 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the finished folder should read like any other
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_adapter(bundle: ModelBundle, folder: str | os.PathLike) -> Path:
     """Save what `load_adapter` needs: the adapter (or full weights), the tokenizer, the tiny base, the config.
 
@@ -345,7 +325,7 @@ def save_adapter(bundle: ModelBundle, folder: str | os.PathLike) -> Path:
     (full fine-tuning); the tiny model also writes `base/`, its random initial weights, which exist nowhere else.
     """
     cfg = bundle.config
-    with atomic_dir(folder) as tmp:
+    with runs.atomic_dir(folder) as tmp:
         bundle.tokenizer.save_pretrained(tmp / "tokenizer")
         if not cfg.lora:
             bundle.model.save_pretrained(tmp / "model")

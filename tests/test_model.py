@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from conrec_lib import decoding, model, sft
+from conrec_lib import decoding, model, runs, sft
 
 SID_TOKENS = [f"<{level}_{code}>" for level in "abcd" for code in range(3)]
 ITEMS = ["".join(f"<{lv}_{c}>" for lv, c in zip("abcd", codes)) for codes in itertools.product(range(3), repeat=4)]
@@ -81,15 +81,15 @@ def test_missing_smollm2_wheel_says_how_to_install(tmp_path, monkeypatch):
 
 def test_atomic_dir_keeps_the_old_folder_when_writing_fails(tmp_path):
     target = tmp_path / "adapter"
-    with model.atomic_dir(target) as tmp:
+    with runs.atomic_dir(target) as tmp:
         (tmp / "weights").write_text("v1")
     with pytest.raises(RuntimeError):
-        with model.atomic_dir(target) as tmp:
+        with runs.atomic_dir(target) as tmp:
             (tmp / "weights").write_text("half")
             raise RuntimeError("crash while writing")
     assert (target / "weights").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temporary folders left behind
-    with model.atomic_dir(target) as tmp:
+    with runs.atomic_dir(target) as tmp:
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2" and [p.name for p in tmp_path.iterdir()] == ["adapter"]
 

@@ -48,3 +48,15 @@ def test_unknown_stage_is_rejected(tmp_path):
 def test_relative_run_dirs_resolve_from_the_project_root():
     assert runs.resolve("runs/x") == runs.project_root() / "runs" / "x"
     assert (runs.project_root() / "pyproject.toml").is_file()
+
+
+def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "adapter"
+    with runs.atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with runs.atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("crash")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
