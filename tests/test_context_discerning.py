@@ -1,0 +1,104 @@
+"""Notebook 04's stage: task mixing by ratios, warm-up examples, config checks, and a tiny end-to-end run."""
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conrec_lib import context_discerning as cd
+from conrec_lib import dataprep, item_tokenizer, loaders, quantizer, runs, splits, tasks
+from conrec_lib.embeddings import EmbedConfig
+from conrec_lib.model import ModelConfig
+from conrec_lib.quantizer import SIDConfig
+from conrec_lib.semantic_ids import SIDTable
+from conrec_lib.sft import SFTConfig
+
+DAY = 86_400
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread():
+    """Small matrices: one torch thread is far faster than two on a shared CPU (quantizer.cpu_threads)."""
+    with quantizer.cpu_threads(1):
+        yield
+
+
+def test_allocate_splits_by_largest_remainder():
+    assert cd.allocate({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
+    assert cd.allocate({"a": 0.9, "b": 0.1}, 7) == {"a": 6, "b": 1}
+    with pytest.raises(ValueError, match="non-negative"):
+        cd.allocate({"a": -1, "b": 2}, 3)
+    with pytest.raises(ValueError, match="at least one > 0"):
+        cd.allocate({"a": 0}, 3)
+
+
+def test_mix_respects_ratios_repeats_short_tasks_and_is_seeded():
+    task_examples = {"a": [f"a{i}" for i in range(10)], "b": [f"b{i}" for i in range(3)], "c": ["c0"]}
+    mixed = cd.mix(task_examples, {"a": 0.75, "b": 0.25}, n=8, seed=0)
+    counts = Counter(e[0] for e in mixed)
+    assert counts == {"a": 6, "b": 2}  # "c" has no ratio: unused
+    assert len(set(e for e in mixed if e[0] == "a")) == 6  # drawn without replacement while there are enough
+    many_b = [e for e in cd.mix(task_examples, {"b": 1.0}, n=7, seed=0)]
+    assert sorted(Counter(many_b).values()) == [2, 2, 3]  # two whole passes, then one more draw
+    assert mixed == cd.mix(task_examples, {"a": 0.75, "b": 0.25}, n=8, seed=0)
+    assert mixed != cd.mix(task_examples, {"a": 0.75, "b": 0.25}, n=8, seed=1)
+    assert [e[0] for e in mixed] != sorted(e[0] for e in mixed)  # tasks are interleaved, not blocked
+    with pytest.raises(ValueError, match="not in tasks"):
+        cd.mix(task_examples, {"z": 1.0}, n=2)
+    with pytest.raises(ValueError, match="no examples"):
+        cd.mix({"a": []}, {"a": 1.0}, n=2)
+
+
+def test_warmup_prompts_show_only_recent_negatives():
+    ds = loaders.load("simulated", seed=0, scale="tiny")
+    prepared = dataprep.PreparedData(ds, splits.make_split(ds), {})
+    table = SIDTable(np.array([[i // 4, i % 4, 0] for i in range(ds.n_items)]), codebook_size=40, levels=2)
+    examples = cd.warmup_examples(prepared, table, window_days=3, max_examples=40, seed=0)
+    inter = ds.interactions
+    assert len(examples) == 40
+    for e in examples:
+        assert "clicked or bought" not in e.prompt
+        recent = inter[(inter["user_id"] == e.user_id) & (inter["feedback"] == "negative")
+                       & (inter["timestamp"] < e.cutoff_ts) & (inter["timestamp"] >= e.cutoff_ts - 3 * DAY)]
+        shown = re.findall(r"<a_\d+><b_\d+><c_\d+>", e.prompt)
+        assert shown == [table.sid_of(i) for i in recent["item_id"]][-20:]
+
+
+def test_config_checks_ratios_and_variants():
+    with pytest.raises(ValueError, match="ratios"):
+        cd.ContextConfig(ratios={"translation": 1.0})
+    with pytest.raises(ValueError, match="ratios"):
+        cd.ContextConfig(ratios={"translation": 0.5, "recommendation": 0.5})
+    cfg = cd.ContextConfig()
+    assert cfg.variant_ratios("translation_only") == {"translation": 1.0}
+    assert cfg.variant_ratios("with_alignment") == {"translation": 0.5, "alignment": 0.5}
+    with pytest.raises(ValueError, match="variant"):
+        cfg.variant_ratios("both")
+    with pytest.raises(ValueError, match="would wreck it"):
+        cd.ContextConfig(model=ModelConfig(name="smollm2-135m", lora=False))
+
+
+def test_tiny_stage_writes_the_metrics_and_an_adapter_notebook_05_can_load(tmp_path):
+    run = runs.Run.at(tmp_path / "run")
+    dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
+    tok_cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf"), compare=False,
+                                             sid=SIDConfig(codebook_size=16, epochs=3, warmup_epochs=1))
+    item_tokenizer.tokenize(tok_cfg, run, progress=False)
+    model_cfg = ModelConfig(device="cpu", lora=False, hidden_size=32, num_heads=2, intermediate_size=64,
+                            num_layers=1, tokenizer_vocab_size=400)
+    cfg = cd.ContextConfig(model=model_cfg, sft=SFTConfig(max_steps=3, batch_size=4, warmup_steps=1),
+                           warmup=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1), n_train=12,
+                           n_warmup=8, n_align_eval=8, n_translation_eval=2, n_rec_eval=4)
+    result = cd.train_context(cfg, run, progress=False)
+    saved = runs.read_json(run.root / cd.STAGE / "metrics.json")
+    for variant in cd.VARIANTS:
+        assert {"align_acc", "translation_acc", "HR@20", "FHR@20", "CandAcc"} <= set(saved[variant])
+        assert 0 <= saved[variant]["align_acc"] <= 1 and len(result.histories[variant]["context"]) >= 1
+    forgetting = saved["forgetting"]
+    assert forgetting["after_alignment"] == saved["with_alignment"]["align_acc"]
+    if forgetting["after_alignment"] > 0:  # 8 questions: a tiny model may answer none right (rate: NaN)
+        assert forgetting["rate"] == pytest.approx(1 - forgetting["after_warmup"] / forgetting["after_alignment"])
+    assert saved["n_examples"]["align_eval"] == 8 and saved["chance_align_acc"] == 0.25
+    bundle = cd.load_bundle(run)
+    assert bundle.sid_token_ids == result.bundle.sid_token_ids
+    assert all(isinstance(e, tasks.Example) for e in result.data.align_eval)
