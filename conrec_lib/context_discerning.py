@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from conrec_lib import (alignment, dataprep, item_tokenizer, model, quantizer, recommend, runs, sft, tasks,
+from conrec_lib import (alignment, dataprep, hardware, item_tokenizer, model, recommend, runs, sft, tasks,
                         translation)
 from conrec_lib.alignment import AlignmentConfig
 from conrec_lib.dataprep import PreparedData
@@ -235,7 +235,7 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True) -> C
     prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
     stage = run.start(STAGE, cfg)
     data = build_tasks(cfg, prepared, tokenized.sids.table)
-    with quantizer.cpu_threads(cfg.num_threads):
+    with hardware.cpu_threads(cfg.num_threads):
         outcomes = {v: run_variant(v, cfg, data, prepared, tokenized, stage / v, progress) for v in VARIANTS}
     metrics = {v: o.metrics for v, o in outcomes.items()}
     after, later = metrics[FINAL]["align_acc"], metrics[FINAL]["align_acc_after_warmup"]

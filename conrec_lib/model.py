@@ -318,6 +318,20 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
+@contextlib.contextmanager
+def quiet_hub_progress() -> Iterator[None]:
+    """Hide transformers' "Writing model shards" bars: a loop that saves often would flood a notebook's output."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def save_adapter(bundle: ModelBundle, folder: str | os.PathLike) -> Path:
     """Save what `load_adapter` needs: the adapter (or full weights), the tokenizer, the tiny base, the config.
 
@@ -325,7 +339,7 @@ def save_adapter(bundle: ModelBundle, folder: str | os.PathLike) -> Path:
     (full fine-tuning); the tiny model also writes `base/`, its random initial weights, which exist nowhere else.
     """
     cfg = bundle.config
-    with runs.atomic_dir(folder) as tmp:
+    with runs.atomic_dir(folder) as tmp, quiet_hub_progress():
         bundle.tokenizer.save_pretrained(tmp / "tokenizer")
         if not cfg.lora:
             bundle.model.save_pretrained(tmp / "model")

@@ -39,6 +39,7 @@ SECONDS_PER_DAY = 86_400
 NEGATIVE_HEADER = "Items the user marked not interested (oldest to newest):"
 POSITIVE_HEADER = "Items the user clicked or bought (oldest to newest):"
 INSTRUCTION = "Which item will the user mark not interested next? Answer with one item ID."
+POSITIVE_INSTRUCTION = "Which item will the user click or buy next? Answer with one item ID."  # next-positive task
 EMPTY_SECTION = "(none)"
 ITEM_FORMATS = ("sid", "sid+title")
 _SID_RUN = re.compile(r"<a_\d+>(?:<[b-z]_\d+>)*")  # starts at level a; stops at the next <a_
@@ -85,18 +86,19 @@ def _section(header: str, items: Sequence[str]) -> str:
 
 
 def build_prompt(neg_history: Sequence[str], pos_history: Sequence[str], cfg: PromptConfig,
-                 tokenizer=None) -> str:
+                 tokenizer=None, instruction: str = INSTRUCTION) -> str:
     """The prompt text for rendered item strings in time order (layout: module docstring).
 
     Caps are applied again here (most recent kept), so the prompt honours `cfg` whatever it is given.
     `pos_history` is ignored unless cfg.include_positives. With cfg.chat_template the text is wrapped
-    by `apply_chat`, which needs `tokenizer`.
+    by `apply_chat`, which needs `tokenizer`. `instruction` is the closing question (POSITIVE_INSTRUCTION
+    for the next-positive task of `tasks.next_positive_examples`).
     """
     sections = []
     if cfg.include_positives:
         sections.append(_section(POSITIVE_HEADER, list(pos_history)[-cfg.max_positives:]))
     sections.append(_section(NEGATIVE_HEADER, list(neg_history)[-cfg.max_negatives:]))
-    prompt = "\n".join([*sections, INSTRUCTION + "\n"])
+    prompt = "\n".join([*sections, instruction + "\n"])
     if not cfg.chat_template:
         return prompt
     if tokenizer is None:

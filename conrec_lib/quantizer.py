@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from conrec_lib.hardware import cpu_threads
+
 QUANTIZERS = ("rqvae", "rqkmeans")
 MAX_LEVELS = 25  # one letter a..y per level; the de-duplication token takes the next letter
 
@@ -120,21 +122,6 @@ def fit(embeddings: np.ndarray, cfg: SIDConfig, progress: bool = False) -> Fit:
         if cfg.quantizer == "rqkmeans":
             return fit_rqkmeans(x, cfg)
         return fit_rqvae(x, cfg, progress)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: Optional[int]) -> Iterator[None]:
-    """Run the block with `n` CPU threads in torch and in BLAS/OpenMP (k-means); None: unchanged."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def check_embeddings(embeddings: np.ndarray, cfg: SIDConfig) -> np.ndarray:

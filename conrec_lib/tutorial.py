@@ -23,6 +23,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01_data_exploration": {"SCALE": "tiny"},
         "02_semantic_ids": {"EMBEDDER": "tfidf", "CODEBOOK_SIZE": 16, "EPOCHS": 5},
+        "03_positivity_bias": {"SFT_STEPS": 4, "PRIOR_STEPS": 6, "MAX_TRAIN_EXAMPLES": 48, "MAX_TEST_EXAMPLES": 12},
     },
 }
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conrec_lib import alignment, data, dataprep, decoding, loaders, model, quantizer, sft, splits, tasks
+from conrec_lib import alignment, data, dataprep, decoding, hardware, loaders, model, sft, splits, tasks
 from conrec_lib.alignment import AlignmentConfig
 from conrec_lib.semantic_ids import SIDTable
 
@@ -26,8 +26,8 @@ ROWS = [
 
 @pytest.fixture(autouse=True)
 def one_cpu_thread():
-    """Small matrices: one torch thread is far faster than two on a shared CPU (quantizer.cpu_threads)."""
-    with quantizer.cpu_threads(1):
+    """Small matrices: one torch thread is far faster than two on a shared CPU (hardware.cpu_threads)."""
+    with hardware.cpu_threads(1):
         yield
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conrec_lib import context_discerning as cd
-from conrec_lib import dataprep, item_tokenizer, loaders, quantizer, runs, splits, tasks
+from conrec_lib import dataprep, hardware, item_tokenizer, loaders, runs, splits, tasks
 from conrec_lib.embeddings import EmbedConfig
 from conrec_lib.model import ModelConfig
 from conrec_lib.quantizer import SIDConfig
@@ -18,8 +18,8 @@ DAY = 86_400
 
 @pytest.fixture(autouse=True)
 def one_cpu_thread():
-    """Small matrices: one torch thread is far faster than two on a shared CPU (quantizer.cpu_threads)."""
-    with quantizer.cpu_threads(1):
+    """Small matrices: one torch thread is far faster than two on a shared CPU (hardware.cpu_threads)."""
+    with hardware.cpu_threads(1):
         yield
 
 

@@ -85,3 +85,15 @@ def test_a_later_stage_names_the_notebook_to_run_first(tmp_path):
 
     with pytest.raises(runs.StageMissingError, match="01_data_exploration.ipynb"):
         item_tokenizer.tokenize(item_tokenizer.TokenizerConfig(), runs.Run.at(tmp_path))
+
+
+@pytest.mark.slow
+def test_03_positivity_bias_on_the_simulator(smoke_run):
+    m = smoke_run.metrics("03_positivity_bias")
+    for key in ("coverage_top1", "coverage_top4"):
+        assert set(m[key]) == {"next", "7d", "7d_swing"}
+        assert m[key]["next"] <= m[key]["7d"] <= m[key]["7d_swing"]  # supersets can only cover more
+    for variant in ("neg_only", "neg_pos"):
+        assert {"HR@20", "FHR@20", "CandAcc", "positive_leakage"} <= set(m[variant])
+        assert 0 <= m[variant]["HR@20"] <= m[variant]["FHR@20"] <= 1
+    assert set(m["relative_drop"]) == {"HR@20", "FHR@20", "CandAcc"}

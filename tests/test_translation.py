@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import data, dataprep, model, quantizer, sft, tasks, translation
+from conrec_lib import data, dataprep, hardware, model, sft, tasks, translation
 from conrec_lib.semantic_ids import SIDTable
 
 
 @pytest.fixture(autouse=True)
 def one_cpu_thread():
-    """Small matrices: one torch thread is far faster than two on a shared CPU (quantizer.cpu_threads)."""
-    with quantizer.cpu_threads(1):
+    """Small matrices: one torch thread is far faster than two on a shared CPU (hardware.cpu_threads)."""
+    with hardware.cpu_threads(1):
         yield
 
 
