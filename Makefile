@@ -30,11 +30,11 @@ tutorial: setup
 
 # Unit tests + the notebook chain on small parameters, then nbval over the committed notebooks.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest
 	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 unit: setup
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest -m "not slow"
 
 nbval: setup
 	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
