@@ -113,17 +113,6 @@ def split_users(n_users: int, eval_fraction: float = 0.2, seed: int = 0) -> User
     return UserSplit(np.sort(order[n_eval:]), np.sort(order[:n_eval]))
 
 
-def user_test_cutoffs(prepared: PreparedData) -> np.ndarray:
-    """(n_users,) each user's test cutoff_ts (global split: one for all; per-user: users without one get +inf)."""
-    test = prepared.split.test
-    out = np.full(prepared.dataset.n_users, np.iinfo(np.int64).max, dtype=np.int64)
-    if prepared.split.config.mode == "global":
-        out[:] = int(test["cutoff_ts"].min())
-    else:
-        out[test["user_id"].to_numpy(np.int64)] = test["cutoff_ts"].to_numpy(np.int64)
-    return out
-
-
 class Pool(NamedTuple):
     """One user's answer items (disliked, in order of first dislike) and distractor items (liked, sorted)."""
 
@@ -202,7 +191,7 @@ def alignment_examples(prepared: PreparedData, table: SIDTable, users: Optional[
     cfg = cfg or AlignmentConfig()
     if period not in PERIODS:
         raise ValueError(f"period={period!r}: use 'train' (before each user's test cutoff) or 'test' (after it)")
-    index, cutoffs = tasks.FeedbackIndex.of(prepared), user_test_cutoffs(prepared)
+    index, cutoffs = tasks.FeedbackIndex.of(prepared), prepared.split.test_cutoffs()
     end = int(prepared.dataset.interactions["timestamp"].max()) + 1
     users = range(prepared.dataset.n_users) if users is None else [int(u) for u in users]
     out: list[AlignmentExample] = []
@@ -272,7 +261,7 @@ def forgetting_rate(acc_after_alignment: float, acc_later: float) -> float:
 def dislike_rates(prepared: PreparedData) -> np.ndarray:
     """(n_items,) (negatives + 1) / (negatives + positives + 2) of each item, before each user's test cutoff."""
     inter = prepared.dataset.interactions
-    before = inter["timestamp"].to_numpy() < user_test_cutoffs(prepared)[inter["user_id"].to_numpy()]
+    before = inter["timestamp"].to_numpy() < prepared.split.test_cutoffs()[inter["user_id"].to_numpy()]
     items, n = inter["item_id"].to_numpy(), prepared.dataset.n_items
     neg = np.bincount(items[before & (inter["feedback"] == "negative").to_numpy()], minlength=n)
     pos = np.bincount(items[before & (inter["feedback"] == "positive").to_numpy()], minlength=n)

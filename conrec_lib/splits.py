@@ -167,6 +167,20 @@ class Split:
     def _timeline(self) -> _Timeline:
         return _timeline(self.dataset)
 
+    def test_cutoffs(self) -> np.ndarray:
+        """(n_users,) each user's test cutoff_ts: everything before it may train a model.
+
+        Global split: one cutoff for every user. Per-user split: the user's own, and +inf for users without a
+        test example (none of their data is tested, so all of it may train).
+        """
+        test = self.test
+        out = np.full(self.dataset.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+        if self.config.mode == "global":
+            out[:] = int(test["cutoff_ts"].min())
+        else:
+            out[test["user_id"].to_numpy(np.int64)] = test["cutoff_ts"].to_numpy(np.int64)
+        return out
+
     def history(self, user_id: int, cutoff_ts: int, feedback: Optional[str | Iterable[str]] = None) -> pd.DataFrame:
         """The user's interactions strictly before `cutoff_ts`, in time order (optionally of some feedback)."""
         if not 0 <= int(user_id) < self.dataset.n_users:

@@ -90,7 +90,7 @@ def test_no_user_history_leaks_into_the_prompt(hand):
 
 def test_answer_is_an_option_and_distractors_are_the_same_users_positives(simulated):
     prepared, table = simulated
-    index, cutoffs = tasks.FeedbackIndex.of(prepared), alignment.user_test_cutoffs(prepared)
+    index, cutoffs = tasks.FeedbackIndex.of(prepared), prepared.split.test_cutoffs()
     examples = alignment.alignment_examples(prepared, table, period="train")
     assert len(examples) > 50
     for e in examples:
