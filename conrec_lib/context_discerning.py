@@ -132,6 +132,15 @@ class ContextConfig:
     num_threads: Optional[int] = 1
     seed: int = 0
 
+    @classmethod
+    def for_model(cls, name: str, **fields) -> "ContextConfig":
+        """The defaults for a backbone: "tiny" as above (full fine-tuning); a pretrained model (e.g. "smollm2-135m")
+        gets LoRA and lr 2e-4. Prompts stay plain text for both, so every task reads the same to either model."""
+        if name == model.TINY:
+            return cls(**fields)
+        sft_lr = {"sft": dataclasses.replace(cls().sft, lr=2e-4), "warmup": dataclasses.replace(cls().warmup, lr=2e-4)}
+        return cls(**{"model": ModelConfig(name=name, lora=True), **sft_lr, **fields})
+
     def __post_init__(self) -> None:
         if set(self.ratios) - {"translation", "alignment"} or self.ratios.get("alignment", 0) <= 0:
             raise ValueError(f"ContextConfig.ratios={self.ratios}: use keys 'translation' and 'alignment', with "
@@ -146,6 +155,12 @@ class ContextConfig:
         if self.n_train < 1 or self.n_translation_eval < 1 or self.warmup_window_days < 1:
             raise ValueError(f"ContextConfig: n_train={self.n_train}, n_translation_eval={self.n_translation_eval} "
                              f"and warmup_window_days={self.warmup_window_days} must be >= 1")
+
+    def with_steps(self, context_steps: int, warmup_steps: int) -> "ContextConfig":
+        """A copy with these step counts; learning-rate warm-up shortened to at most a tenth of a short run."""
+        def steps(cfg: SFTConfig, n: int) -> SFTConfig:
+            return dataclasses.replace(cfg, max_steps=n, warmup_steps=min(cfg.warmup_steps, n // 10))
+        return dataclasses.replace(self, sft=steps(self.sft, context_steps), warmup=steps(self.warmup, warmup_steps))
 
     def variant_ratios(self, variant: str) -> dict[str, float]:
         if variant not in VARIANTS:
@@ -229,12 +244,21 @@ class ContextResult:
     data: TaskData
 
 
-def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True) -> ContextResult:
-    """Train and compare both variants, measure forgetting after the warm-up, write metrics.json last."""
+def load_tasks(cfg: ContextConfig, run: runs.Run) -> TaskData:
+    """`build_tasks` on the run's prepared data and SIDs (notebooks 01 and 02): what the stage will train on."""
+    return build_tasks(cfg, dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run).sids.table)
+
+
+def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
+                  data: Optional[TaskData] = None) -> ContextResult:
+    """Train and compare both variants, measure forgetting after the warm-up, write metrics.json last.
+
+    `data`: the examples from `load_tasks(cfg, run)` when the caller already built them (else built here).
+    """
     started = time.perf_counter()
     prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
     stage = run.start(STAGE, cfg)
-    data = build_tasks(cfg, prepared, tokenized.sids.table)
+    data = data if data is not None else build_tasks(cfg, prepared, tokenized.sids.table)
     with hardware.cpu_threads(cfg.num_threads):
         outcomes = {v: run_variant(v, cfg, data, prepared, tokenized, stage / v, progress) for v in VARIANTS}
     metrics = {v: o.metrics for v, o in outcomes.items()}
@@ -242,6 +266,7 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True) -> C
     rate = alignment.forgetting_rate(after, later) if after > 0 else float("nan")  # undefined: nothing learnt
     metrics["forgetting"] = {"after_alignment": after, "after_warmup": later, "rate": rate}
     metrics["chance_align_acc"] = 1 / (cfg.alignment.n_distractors + 1)
+    metrics["dislike_rate_align_acc"] = alignment.dislike_rate_accuracy(prepared, data.align_eval)
     metrics["n_examples"] = {"translation": len(data.train["translation"]), "alignment": len(data.train["alignment"]),
                              "warmup": len(data.warmup), "align_eval": len(data.align_eval),
                              "translation_eval": len(data.translation_eval)}
@@ -261,3 +286,40 @@ def load_bundle(run: runs.Run, device: Optional[str] = None) -> ModelBundle:
     saved = model.read_bundle_json(folder)["config"]
     model_cfg = ModelConfig(**{**saved, **({"device": device} if device else {})})
     return model.load_adapter(model_cfg, folder, item_tokenizer.load_tokenizer(run).sids.table.vocabulary())
+
+
+# --- what notebook 04 shows ---------------------------------------------------------------------------
+
+# The paper's first two cumulative ablation rows (PAPER.md): HR@20 / FHR@20 / candidate accuracy
+PAPER_ROWS = {"translation_only": {"HR@20": 0.0286, "FHR@20": 0.0364, "CandAcc": 0.276},
+              "with_alignment": {"HR@20": 0.0294, "FHR@20": 0.0382, "CandAcc": 0.509}}
+
+
+def task_samples(data: TaskData) -> dict[str, tasks.Example]:
+    """One training example of each task, as the model sees it (title->SID, SID->title, alignment, warm-up)."""
+    by_direction = {translation.direction_of(e): e for e in reversed(data.train["translation"])}
+    return {**{f"translation ({d})": e for d, e in sorted(by_direction.items())},
+            "item-level alignment": data.train["alignment"][0], "warm-up next negative": data.warmup[0]}
+
+
+def comparison_table(metrics: dict) -> pd.DataFrame:
+    """Both variants on the context and recommendation metrics, with the references and the paper's rows."""
+    cols = ["align_acc", "translation_acc", *REC_KEYS]
+    rows = {v: {c: metrics[v][c] for c in cols} for v in VARIANTS}
+    rows["chance"] = {"align_acc": metrics["chance_align_acc"]}
+    rows["most-disliked option (no model)"] = {"align_acc": metrics["dislike_rate_align_acc"]}
+    rows |= {f"paper: {v}": r for v, r in PAPER_ROWS.items()}
+    return pd.DataFrame(rows).T.reindex(columns=cols)
+
+
+def forgetting_table(metrics: dict) -> pd.DataFrame:
+    """Alignment accuracy of with_alignment after its context stage and after the warm-up, and the rate."""
+    f = metrics["forgetting"]
+    return pd.DataFrame({"ours": f, "paper (after next-item SFT)": {"after_alignment": 0.755, "after_warmup": 0.518,
+                                                                     "rate": 0.314}}).T
+
+
+def loss_frame(histories: dict[str, dict[str, pd.DataFrame]], phase: str) -> pd.DataFrame:
+    """step x variant training-loss table of one phase ("context" or "warmup"), for `plots.loss_curves`."""
+    frames = [h[phase].set_index("step")["loss"].rename(v) for v, h in histories.items()]
+    return pd.concat(frames, axis=1).reset_index()

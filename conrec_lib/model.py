@@ -245,7 +245,8 @@ def add_sid_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
         raise ValueError("sid_tokens has duplicates; pass SIDTable.vocabulary() (each SID token once)")
     tokenizer.add_tokens(list(sid_tokens))
     if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        with quiet_transformers():  # its note on mean_resizing is what the docstring above says
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
     for token, token_id in zip(sid_tokens, ids):
         if tokenizer.convert_ids_to_tokens(token_id) != token:
@@ -319,6 +320,19 @@ def quiet_hub_progress() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Only transformers' errors are logged inside the block (its info-level notes flood notebook outputs)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def save_adapter(bundle: ModelBundle, folder: str | os.PathLike) -> Path:

@@ -39,6 +39,19 @@ def resolve(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+def shown(path: str | os.PathLike) -> str:
+    """`path` relative to the project root when it lies inside it (what notebooks print: no machine paths).
+
+    >>> shown(project_root() / "runs" / "x")
+    'runs/x'
+    """
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 class StageMissingError(FileNotFoundError):
     """A later stage asked for the output of a stage that has not finished."""
 

@@ -24,6 +24,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "01_data_exploration": {"SCALE": "tiny"},
         "02_semantic_ids": {"EMBEDDER": "tfidf", "CODEBOOK_SIZE": 16, "EPOCHS": 5},
         "03_positivity_bias": {"SFT_STEPS": 4, "PRIOR_STEPS": 6, "MAX_TRAIN_EXAMPLES": 48, "MAX_TEST_EXAMPLES": 12},
+        "04_context_discerning": {"CONTEXT_STEPS": 6, "WARMUP_STEPS": 4, "N_TRAIN": 96, "N_WARMUP": 32,
+                                  "N_ALIGN_EVAL": 16, "N_TRANSLATION_EVAL": 4, "N_REC_EVAL": 12},
     },
 }
 

@@ -78,6 +78,13 @@ def test_config_checks_ratios_and_variants():
         cd.ContextConfig(model=ModelConfig(name="smollm2-135m", lora=False))
 
 
+def test_for_model_gives_pretrained_backbones_lora_and_a_small_lr():
+    assert cd.ContextConfig.for_model("tiny") == cd.ContextConfig()
+    cfg = cd.ContextConfig.for_model("smollm2-135m", n_train=100)
+    assert cfg.model.name == "smollm2-135m" and cfg.model.lora and cfg.n_train == 100
+    assert cfg.sft.lr == cfg.warmup.lr == 2e-4 and cfg.sft.max_steps == cd.ContextConfig().sft.max_steps
+
+
 def test_tiny_stage_writes_the_metrics_and_an_adapter_notebook_05_can_load(tmp_path):
     run = runs.Run.at(tmp_path / "run")
     dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
@@ -102,3 +109,10 @@ def test_tiny_stage_writes_the_metrics_and_an_adapter_notebook_05_can_load(tmp_p
     bundle = cd.load_bundle(run)
     assert bundle.sid_token_ids == result.bundle.sid_token_ids
     assert all(isinstance(e, tasks.Example) for e in result.data.align_eval)
+
+
+def test_with_steps_sets_both_phases_and_keeps_lr_warmup_below_the_run():
+    cfg = cd.ContextConfig().with_steps(6, 4)
+    assert (cfg.sft.max_steps, cfg.warmup.max_steps) == (6, 4)
+    assert cfg.sft.warmup_steps < 6 and cfg.warmup.warmup_steps < 4
+    assert cd.ContextConfig().with_steps(1500, 200) == cd.ContextConfig()

@@ -97,3 +97,15 @@ def test_03_positivity_bias_on_the_simulator(smoke_run):
         assert {"HR@20", "FHR@20", "CandAcc", "positive_leakage"} <= set(m[variant])
         assert 0 <= m[variant]["HR@20"] <= m[variant]["FHR@20"] <= 1
     assert set(m["relative_drop"]) == {"HR@20", "FHR@20", "CandAcc"}
+
+
+@pytest.mark.slow
+def test_04_context_discerning_on_the_simulator(smoke_run):
+    m = smoke_run.metrics("04_context_discerning")
+    for variant in ("translation_only", "with_alignment"):
+        assert {"align_acc", "translation_acc", "HR@20", "FHR@20", "CandAcc"} <= set(m[variant])
+        assert 0 <= m[variant]["HR@20"] <= m[variant]["FHR@20"] <= 1
+    assert set(m["forgetting"]) == {"after_alignment", "after_warmup", "rate"}
+    assert m["forgetting"]["after_alignment"] == m["with_alignment"]["align_acc"]
+    assert m["chance_align_acc"] == 0.25 and 0 <= m["dislike_rate_align_acc"] <= 1
+    assert (smoke_run.root / "04_context_discerning" / "with_alignment" / "warmup" / "adapter").is_dir()
