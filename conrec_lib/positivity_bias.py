@@ -42,6 +42,8 @@ import pandas as pd
 import torch
 
 from conrec_lib import data, dataprep, hardware, item_tokenizer, metrics, model, recommend, runs, sft, simulate, swing, tasks
+from conrec_lib.baselines import (history_items, like_history_predictions, popularity_predictions,
+                                  training_negatives)
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.decoding import eval_mode
 from conrec_lib.model import ModelBundle, ModelConfig
@@ -129,14 +131,6 @@ class BiasConfig:
 
 
 # --- Part 1: how much of a user's negative interests each target covers ---------------------------------
-
-def training_negatives(prepared: PreparedData) -> pd.DataFrame:
-    """Negative rows (user_id, item_id) from before each user's test cutoff: what Swing may learn from."""
-    inter = prepared.dataset.interactions
-    neg = inter[inter["feedback"] == "negative"]
-    early = neg["timestamp"].to_numpy() < prepared.split.test_cutoffs()[neg["user_id"].to_numpy()]
-    return neg.loc[early, ["user_id", "item_id"]]
-
 
 def proxy_interests(ds: data.Dataset, k: int) -> dict[int, list[str]]:
     """Real-data proxy: each user's k most-disliked categories over the whole log, as "category=..." facets.
@@ -409,16 +403,6 @@ def overlap(predictions: Sequence[Sequence[int]], reference: Sequence[int], k: i
     return float(np.mean([len(set(p[:k]) & ref) / k for p in predictions]))
 
 
-def history_items(prepared: PreparedData, examples: pd.DataFrame, feedback: str) -> list[set[int]]:
-    """Per example row, the items the user gave `feedback` to before the cutoff."""
-    index = tasks.FeedbackIndex.of(prepared)
-    out = []
-    for user, cutoff in zip(examples["user_id"], examples["cutoff_ts"]):
-        rows = index.span(int(user), None, int(cutoff))
-        out.append(set(rows.loc[rows["feedback"] == feedback, "item_id"].tolist()))
-    return out
-
-
 def diagnostics(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, prepared: PreparedData,
                 k: int) -> dict[str, float]:
     """history_positive_share and, on the simulator, aversion_share (module docstring), micro-averaged."""
@@ -431,42 +415,7 @@ def diagnostics(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, pr
     return out
 
 
-# --- reference rankings (no model), scored by the same path ---------------------------------------------
-
-def ranked(scores: np.ndarray, exclude: set[int], k: int) -> list[int]:
-    """The k items of highest score (ties: lower id), never one of `exclude`.
-
-    >>> ranked(np.array([0.0, 3.0, 3.0, 1.0]), {2}, k=2)
-    [1, 3]
-    """
-    order = np.argsort(-scores, kind="stable")
-    return [int(i) for i in order[:k + len(exclude)] if int(i) not in exclude][:k]
-
-
-def negative_popularity(prepared: PreparedData) -> np.ndarray:
-    """(n_items,) how often each item was disliked before the test cutoff."""
-    return np.bincount(training_negatives(prepared)["item_id"], minlength=prepared.dataset.n_items).astype(float)
-
-
-def popularity_predictions(prepared: PreparedData, examples: pd.DataFrame, k: int = 20) -> list[list[int]]:
-    """The k most-disliked items before the test cutoff, minus the user's own past negatives (the platform
-    never shows those again)."""
-    pop = negative_popularity(prepared)
-    return [ranked(pop, seen, k) for seen in history_items(prepared, examples, "negative")]
-
-
-def like_history_predictions(prepared: PreparedData, first_codes: np.ndarray, examples: pd.DataFrame,
-                             feedback: str, k: int = 20) -> list[list[int]]:
-    """Items ranked by how many of the user's past `feedback` items share their first SID code (~ category),
-    then by negative popularity; never a past negative."""
-    pop = negative_popularity(prepared)
-    tie = pop / (pop.max() + 1.0)  # < 1: only breaks ties between equal code counts
-    out = []
-    for seen, past in zip(history_items(prepared, examples, "negative"), history_items(prepared, examples, feedback)):
-        counts = np.bincount(first_codes[sorted(past)], minlength=int(first_codes.max()) + 1)  # (n_codes,)
-        out.append(ranked(counts[first_codes] + tie, seen, k))
-    return out
-
+# --- reference rankings (no model; the rankings live in baselines.py), scored by the same path ---------
 
 def baselines(prepared: PreparedData, tokenized, cfg: BiasConfig) -> dict[str, EvalResult]:
     """The reference rankings of BASELINES on the models' test rows, through `recommend.score`."""

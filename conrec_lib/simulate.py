@@ -19,6 +19,10 @@ phenomena, with the users' true negative interests known exactly:
 
 The true dislike of user u for item i is the sum of the strengths of u's aversion facets that i has
 (`dislike_scores`); the negative-feedback probability is proportional to it, so the ground truth is exact.
+
+`simulate_world` returns the same dataset together with the hidden platform state at a chosen day, so
+that `conrec_lib.ab_test` can run the platform on from there (`slate_weights`, `race_keys`, `top_slates`,
+`response`, `feedback_codes` and `update_state` are the steps it reuses).
 """
 from __future__ import annotations
 
@@ -367,7 +371,7 @@ def _normalise(w: np.ndarray) -> np.ndarray:
     return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
 
 
-def _slate_weights(users: np.ndarray, day: int, state: PlatformState, cat: Catalogue, cfg: SimConfig) -> np.ndarray:
+def slate_weights(users: np.ndarray, day: int, state: PlatformState, cat: Catalogue, cfg: SimConfig) -> np.ndarray:
     """(U, I) exposure weights: popular + like past clicks + exploration, over items the user may see."""
     released = (cat.items["release_day"].to_numpy() <= day)
     avail = (state.hidden_until[users] <= day) & released  # (U, I)
@@ -385,13 +389,28 @@ def _slate_weights(users: np.ndarray, day: int, state: PlatformState, cat: Catal
 
 
 def _sample_slates(w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(U, k) items drawn without replacement with probability proportional to `w` (-1: nothing left).
-
-    Exponential race: item i's key is w_i / E_i with E_i ~ Exp(1); the k largest keys are a weighted
-    sample without replacement, in the order a sequential draw would pick them.
-    """
+    """(U, k) items drawn without replacement with probability proportional to `w` (-1: nothing left)."""
     race = rng.standard_exponential(size=w.shape, dtype=np.float32)  # (U, I)
-    keys = w / np.maximum(race, np.float32(1e-30), out=race)  # float32 draws can be exactly 0
+    return top_slates(race_keys(w, race), k)
+
+
+def race_keys(w: np.ndarray, race: np.ndarray) -> np.ndarray:
+    """(U, I) exponential-race keys w / E with E ~ Exp(1) given as `race` (overwritten: clipped away from 0).
+
+    The k largest keys are a weighted sample without replacement, in the order a sequential draw would
+    pick them; setting an item's key to 0 removes it and the next-largest key takes its place.
+    """
+    return w / np.maximum(race, np.float32(1e-30), out=race)  # float32 draws can be exactly 0
+
+
+def top_slates(keys: np.ndarray, k: int) -> np.ndarray:
+    """(U, k) the items of the k largest keys per row, largest first; -1 where the key is <= 0 (nothing left).
+
+    >>> top_slates(np.array([[0.5, 2.0, 0.0, 1.0]], np.float32), 3).tolist()
+    [[1, 3, 0]]
+    >>> top_slates(np.array([[0.0, 2.0, 0.0]], np.float32), 2).tolist()
+    [[1, -1]]
+    """
     top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
@@ -406,7 +425,7 @@ def _expose(day: int, active: np.ndarray, state: PlatformState, cat: Catalogue, 
     users, items, positions = [], [], []
     for start in range(0, len(active), chunk):
         block = active[start:start + chunk]
-        slates = _sample_slates(_slate_weights(block, day, state, cat, cfg), cfg.slate_size, rng)  # (U, k)
+        slates = _sample_slates(slate_weights(block, day, state, cat, cfg), cfg.slate_size, rng)  # (U, k)
         keep = slates >= 0
         users.append(np.repeat(block, keep.sum(axis=1)))
         items.append(slates[keep])
@@ -426,24 +445,42 @@ def _click_scale(p_neg: np.ndarray, base: np.ndarray, ratio: float) -> float:
     return float(scale)
 
 
-def _feedback(user: np.ndarray, item: np.ndarray, users: Users, cat: Catalogue, cfg: SimConfig,
-              rng: np.random.Generator) -> np.ndarray:
-    """Per exposure: 0 positive, 1 negative, 2 exposure (indices into data.FEEDBACK).
+class Response(NamedTuple):
+    """The simulated users' response model for a list of exposures (user[e], item[e])."""
 
-    P(negative) = neg_propensity * vocal_u * dislike(u, i); P(positive | not negative) follows
-    affinity, damped by dislike, scaled so that positives are about pos_neg_ratio x negatives.
+    p_neg: np.ndarray  # (E,) P("not interested")
+    p_pos: np.ndarray  # (E,) P(positive), already times (1 - p_neg)
+    click_scale: float  # the calibration factor the click probabilities used
+
+
+def response(user: np.ndarray, item: np.ndarray, users: Users, cat: Catalogue, cfg: SimConfig,
+             click_scale: Optional[float] = None) -> Response:
+    """P(negative) = neg_propensity * vocal_u * dislike(u, i); P(positive | not negative) follows
+    affinity, damped by dislike, times `click_scale` (None: calibrated on these exposures so that
+    positives are about pos_neg_ratio x negatives, as the logged simulation does each day).
     """
     f = cat.facet_matrix[item]  # (E, F)
     dislike = (users.dislike[user] * f).sum(axis=1)  # (E,)
     affinity = (users.affinity[user] * f).sum(axis=1)
     p_neg = np.minimum(cfg.neg_propensity * users.vocal[user] * dislike, MAX_PROB)
     base = (0.1 + affinity) * np.exp(-2.0 * dislike)
-    p_pos = np.minimum(_click_scale(p_neg, base, cfg.pos_neg_ratio) * base, MAX_PROB) * (1 - p_neg)
-    r = rng.random(len(item))
-    return np.where(r < p_neg, 1, np.where(r < p_neg + p_pos, 0, 2)).astype(np.int8)
+    if click_scale is None:
+        click_scale = _click_scale(p_neg, base, cfg.pos_neg_ratio)
+    p_pos = np.minimum(click_scale * base, MAX_PROB) * (1 - p_neg)
+    return Response(p_neg, p_pos, click_scale)
 
 
-def _update(day: int, log: DayLog, state: PlatformState, cat: Catalogue, cfg: SimConfig) -> None:
+def feedback_codes(resp: Response, r: np.ndarray) -> np.ndarray:
+    """(E,) int8: 1 negative if r < p_neg, else 0 positive if r < p_neg + p_pos, else 2 exposure.
+
+    >>> feedback_codes(Response(np.array([0.2, 0.2, 0.2]), np.array([0.5, 0.5, 0.5]), 1.0),
+    ...                np.array([0.1, 0.3, 0.9])).tolist()
+    [1, 0, 2]
+    """
+    return np.where(r < resp.p_neg, 1, np.where(r < resp.p_neg + resp.p_pos, 0, 2)).astype(np.int8)
+
+
+def update_state(day: int, log: DayLog, state: PlatformState, cat: Catalogue, cfg: SimConfig) -> None:
     """Platform memory after the day: block negatives forever, hide similar items, learn from clicks."""
     state.shown[log.user, log.item] = np.minimum(state.shown[log.user, log.item], 254) + 1
     neg = log.feedback == 1
@@ -478,14 +515,23 @@ def _active_days(cfg: SimConfig, users: Users, rng: np.random.Generator) -> np.n
     return active
 
 
+class DayResult(NamedTuple):
+    """One simulated day: its interaction rows and the click calibration it used."""
+
+    rows: pd.DataFrame  # user_id, item_id, timestamp, day, code
+    click_scale: float
+
+
 def _run_day(day: int, active: np.ndarray, users: Users, state: PlatformState, cat: Catalogue,
-             cfg: SimConfig, rng: np.random.Generator) -> pd.DataFrame:
+             cfg: SimConfig, rng: np.random.Generator) -> DayResult:
     """Show the slates, draw the feedback, update the platform; return the day's rows."""
     log = _expose(day, active, state, cat, cfg, rng)
-    log = log._replace(feedback=_feedback(log.user, log.item, users, cat, cfg, rng))
-    _update(day, log, state, cat, cfg)
-    return pd.DataFrame({"user_id": log.user, "item_id": log.item, "timestamp": _timestamps(day, log, rng),
+    resp = response(log.user, log.item, users, cat, cfg)
+    log = log._replace(feedback=feedback_codes(resp, rng.random(len(log.item))))
+    update_state(day, log, state, cat, cfg)
+    rows = pd.DataFrame({"user_id": log.user, "item_id": log.item, "timestamp": _timestamps(day, log, rng),
                          "day": np.full(len(log.user), day, np.int64), "code": log.feedback})
+    return DayResult(rows, resp.click_scale)
 
 
 def _interactions(days: list[pd.DataFrame], rng: np.random.Generator) -> pd.DataFrame:
@@ -500,8 +546,31 @@ def _interactions(days: list[pd.DataFrame], rng: np.random.Generator) -> pd.Data
     return inter.reset_index(drop=True)[list(data.INTERACTION_COLUMNS)]
 
 
-def simulate(cfg: SimConfig, progress: bool = False) -> data.Dataset:
-    """Generate the simulated platform's catalogue, users and `n_days` of logs (deterministic for a seed)."""
+class World(NamedTuple):
+    """The simulator's hidden state at the start of `start_day`, with the full logged dataset.
+
+    `state` is a copy taken before `start_day` was simulated, so a closed-loop experiment
+    (conrec_lib.ab_test) can run the platform on from there; `dataset` is exactly `simulate(config)`.
+    """
+
+    config: SimConfig
+    catalogue: Catalogue
+    users: Users
+    state: PlatformState  # platform memory at the start of start_day (days < start_day simulated)
+    start_day: int
+    click_scale: float  # mean daily click calibration over the (up to 7) logged days before start_day
+    dataset: data.Dataset  # all n_days of the log, identical to simulate(config)
+
+
+def _copy_state(state: PlatformState) -> PlatformState:
+    return PlatformState(*(a.copy() for a in state))
+
+
+def simulate_world(cfg: SimConfig, start_day: Optional[int] = None, progress: bool = False) -> World:
+    """`simulate(cfg)` plus the platform state at the start of `start_day` (None: after the last day)."""
+    start_day = cfg.n_days if start_day is None else start_day
+    if not 1 <= start_day <= cfg.n_days:
+        raise ValueError(f"simulate_world: start_day={start_day}; use 1..n_days ({cfg.n_days}) or None (the end)")
     rng = np.random.default_rng(cfg.seed)
     cat = make_catalogue(cfg, rng)
     users = make_users(cfg, cat, rng)
@@ -509,12 +578,21 @@ def simulate(cfg: SimConfig, progress: bool = False) -> data.Dataset:
                           np.zeros((cfg.n_users, cfg.n_items), np.uint8),
                           np.zeros((cfg.n_users, len(cat.facets)), np.float32))
     active = _active_days(cfg, users, rng)
-    days = [_run_day(day, np.flatnonzero(active[day]), users, state, cat, cfg, rng)
-            for day in tqdm(range(cfg.n_days), desc="simulating days", disable=not progress)]
-    return data.Dataset(
-        name="simulated", interactions=_interactions(days, rng), items=cat.items, licence=LICENCE,
-        citation=f"{CITATION} Generated with SimConfig(seed={cfg.seed}, scale={cfg.scale!r}).",
+    days, snapshot = [], None
+    for day in tqdm(range(cfg.n_days), desc="simulating days", disable=not progress):
+        snapshot = _copy_state(state) if day == start_day else snapshot
+        days.append(_run_day(day, np.flatnonzero(active[day]), users, state, cat, cfg, rng))
+    ds = data.Dataset(
+        name="simulated", interactions=_interactions([d.rows for d in days], rng), items=cat.items,
+        licence=LICENCE, citation=f"{CITATION} Generated with SimConfig(seed={cfg.seed}, scale={cfg.scale!r}).",
         attributes=ATTRIBUTES, ground_truth=users.aversions)
+    scale = float(np.mean([d.click_scale for d in days[max(0, start_day - 7):start_day]]))
+    return World(cfg, cat, users, state if snapshot is None else snapshot, start_day, scale, ds)
+
+
+def simulate(cfg: SimConfig, progress: bool = False) -> data.Dataset:
+    """Generate the simulated platform's catalogue, users and `n_days` of logs (deterministic for a seed)."""
+    return simulate_world(cfg, progress=progress).dataset
 
 
 # --- ground truth -----------------------------------------------------------------------------------

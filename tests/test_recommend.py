@@ -64,3 +64,22 @@ def test_score_uses_the_embeddings_reconstructed_from_the_codebooks(setup):
     assert not np.allclose(rebuilt, tokenized.item_embeddings[:, :rebuilt.shape[1]])
     assert scored == metrics.evaluate(perfect, rows, rebuilt, prepared.split.longtail_items, 20)
     assert scored["CandAcc"] > 0.5  # the true negative scores cosine 1 with itself (ties share the credit)
+
+
+def test_deployment_predict_sets_reads_only_history_before_the_cutoff(setup):
+    from conrec_lib import deployment
+
+    prepared, tokenized, bundle = setup
+    table, inter = tokenized.sids.table, prepared.dataset.interactions
+    end = int(inter["timestamp"].max()) + 1
+    users = [0, 1, 2]
+    sets = deployment.predict_sets(bundle, prepared, table, PromptConfig(include_positives=True), users, end, k=5)
+    assert len(sets) == 3 and all(len(s) == len(set(s)) == 5 for s in sets)
+    assert sets == deployment.predict_sets(bundle, prepared, table, PromptConfig(include_positives=True), users, end,
+                                           k=5)  # deterministic
+    index = tasks.FeedbackIndex.of(prepared)
+    first = int(inter["timestamp"].min())  # nothing before it: the prompt has empty sections
+    empty = tasks.render_prompt(index, prepared, table, PromptConfig(include_positives=True), 0, first)
+    trie = recommend.sid_trie(bundle, table)
+    assert deployment.predict_sets(bundle, prepared, table, PromptConfig(include_positives=True), [0], first, k=5) \
+        == recommend.predict(bundle, [empty], trie, table, k=5)

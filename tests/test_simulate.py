@@ -187,3 +187,34 @@ def test_ground_truth_helpers_refuse_datasets_without_it(tiny):
     real = data.Dataset(name="real", interactions=tiny.interactions, items=tiny.items, licence="", citation="")
     with pytest.raises(ValueError, match="no ground truth"):
         sim.dislike_scores(real)
+
+
+# --- the world state behind the log (for the closed-loop A/B test) ------------------------------------
+
+def _frame_hash(df: pd.DataFrame) -> str:
+    """Content hash of a frame: values, index, dtypes and column names."""
+    import hashlib
+    payload = pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes()
+    return hashlib.sha256(payload + str(list(df.dtypes)).encode() + str(list(df.columns)).encode()).hexdigest()
+
+
+def test_tiny_dataset_is_byte_identical_to_the_pinned_one(tiny):
+    """Committed notebooks and nbval depend on simulate() never changing its output for a config."""
+    assert _frame_hash(tiny.interactions) == "6566ae719bb2a3d875e9505ac8ada6b137f595ef844995ef169d0068afc5d080"
+    assert _frame_hash(tiny.items) == "4e0e3217030a0f72338b46b5785bf8724ba1fa6ed9a0d375a8307361c5835ac6"
+    assert _frame_hash(tiny.ground_truth) == "d667d90feefd8c83446ed16510f40b09aeec0b2330803a2ce81b396f4ac6095f"
+
+
+@pytest.mark.parametrize("start_day", [5, None])
+def test_world_state_matches_the_log_before_its_start_day(tiny, start_day):
+    world = sim.simulate_world(sim.SimConfig(scale="tiny", seed=0), start_day=start_day)
+    pd.testing.assert_frame_equal(world.dataset.interactions, tiny.interactions)
+    before = tiny.interactions[tiny.interactions["day"] < world.start_day]
+    shown = np.zeros((tiny.n_users, tiny.n_items), np.int64)
+    np.add.at(shown, (before["user_id"], before["item_id"]), 1)
+    np.testing.assert_array_equal(world.state.shown, shown)
+    neg = before[before["feedback"] == "negative"]
+    assert (world.state.hidden_until[neg["user_id"], neg["item_id"]] == sim.HIDDEN_FOREVER).all()
+    assert world.click_scale > 0
+    with pytest.raises(ValueError, match="start_day"):
+        sim.simulate_world(sim.SimConfig(scale="tiny", seed=0), start_day=0)
