@@ -275,17 +275,19 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
     return ContextResult(metrics, {v: o.histories for v, o in outcomes.items()}, outcomes[FINAL].bundle, data)
 
 
-def adapter_dir(run: runs.Run) -> Path:
-    """The adapter notebook 05 starts from: with_alignment after its warm-up (errors name notebook 04)."""
-    return run.require(STAGE) / FINAL / "warmup" / sft.ADAPTER
+def adapter_dir(run: runs.Run, variant: str = FINAL) -> Path:
+    """A variant's model after its warm-up (default: with_alignment, where notebook 05 starts; errors name
+    notebook 04)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r}: use one of {VARIANTS}")
+    return run.require(STAGE) / variant / "warmup" / sft.ADAPTER
 
 
-def load_bundle(run: runs.Run, device: Optional[str] = None) -> ModelBundle:
-    """The model notebook 04 ended with, rebuilt with its saved ModelConfig, ready to train further."""
-    folder = adapter_dir(run)
-    saved = model.read_bundle_json(folder)["config"]
-    model_cfg = ModelConfig(**{**saved, **({"device": device} if device else {})})
-    return model.load_adapter(model_cfg, folder, item_tokenizer.load_tokenizer(run).sids.table.vocabulary())
+def load_bundle(run: runs.Run, device: Optional[str] = None, variant: str = FINAL) -> ModelBundle:
+    """A variant's model after the warm-up (default: where notebook 05 starts), rebuilt with its saved
+    ModelConfig, ready to train further."""
+    vocabulary = item_tokenizer.load_tokenizer(run).sids.table.vocabulary()
+    return model.load_saved(adapter_dir(run, variant), vocabulary, device)
 
 
 # --- what notebook 04 shows ---------------------------------------------------------------------------

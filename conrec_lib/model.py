@@ -27,7 +27,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -367,18 +367,30 @@ def load_adapter(cfg: ModelConfig, folder: str | os.PathLike, sid_tokens: Sequen
         raise ValueError(f"{folder / 'bundle.json'}: saved for name={saved['config']['name']!r}, "
                          f"lora={saved['config']['lora']}; pass a ModelConfig with the same name and lora")
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    if not cfg.lora:
-        model = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=DTYPES[cfg.dtype])
-    else:
-        if cfg.name == TINY:
-            base = AutoModelForCausalLM.from_pretrained(folder / "base", dtype=DTYPES[cfg.dtype])
-        else:
-            base, _ = load_pretrained(cfg)
-            base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # SID rows come from the adapter
-        model = PeftModel.from_pretrained(base, folder / "adapter", is_trainable=True)
+    with quiet_hub_progress():  # no "Loading weights" bar in the notebooks' outputs
+        model = load_weights(cfg, folder, len(tokenizer))
     sid_ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
     device = torch.device(hardware.resolve_device(cfg.device))
     return ModelBundle(model.to(device), tokenizer, list(sid_ids), device, cfg)
+
+
+def load_saved(folder: str | os.PathLike, sid_tokens: Sequence[str], device: Optional[str] = None) -> ModelBundle:
+    """A bundle `save_adapter` wrote, rebuilt with the ModelConfig saved beside it (`device` overrides its device)."""
+    saved = read_bundle_json(Path(folder))["config"]
+    cfg = ModelConfig(**{**saved, **({"device": device} if device else {})})
+    return load_adapter(cfg, folder, sid_tokens)
+
+
+def load_weights(cfg: ModelConfig, folder: Path, vocab_size: int) -> torch.nn.Module:
+    """The network `save_adapter` stored in `folder`: full weights, or a base model with its LoRA adapter."""
+    if not cfg.lora:
+        return AutoModelForCausalLM.from_pretrained(folder / "model", dtype=DTYPES[cfg.dtype])
+    if cfg.name == TINY:
+        base = AutoModelForCausalLM.from_pretrained(folder / "base", dtype=DTYPES[cfg.dtype])
+    else:
+        base, _ = load_pretrained(cfg)
+        base.resize_token_embeddings(vocab_size, mean_resizing=False)  # SID rows come from the adapter
+    return PeftModel.from_pretrained(base, folder / "adapter", is_trainable=True)
 
 
 def read_bundle_json(folder: Path) -> dict:

@@ -134,3 +134,54 @@ def pca_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=seed).fit_transform(x)
+
+
+GRPO_PANELS = (("reward", "mean reward"), ("kl", "KL to reference"), ("frac_reward_zero_std", "groups with zero std"),
+               ("clip_ratio", "clipped token share"))
+
+
+def grpo_curves(history: pd.DataFrame, title: str, panels: Sequence[tuple[str, str]] = GRPO_PANELS):
+    """GRPO training curves (TRL's logged names) against the step, one panel each; dotted lines mark new stages."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+    starts = history.groupby("stage")["step"].min().iloc[1:] if "stage" in history else []
+    for ax, (column, label) in zip(axes[0], panels):
+        ax.plot(history["step"], history[column], marker=".")
+        for step in starts:
+            ax.axvline(step - 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel="GRPO step", ylabel=label, title=label)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return axes[0]
+
+
+def dataset_bars(tidy: pd.DataFrame, metric: str, title: str, ax=None):
+    """One group of bars per dataset, one bar per model: the mean of `metric` over seeds, with the std as an
+    error bar (tidy: evaluation.tidy's dataset, model, seed, metric, value)."""
+    ax = _axes(ax, figsize=(9, 3.5))
+    part = tidy[tidy["metric"] == metric]
+    stats = part.groupby(["dataset", "model"], sort=False)["value"].agg(["mean", "std"]).unstack("model")
+    datasets, models = list(stats.index), list(stats["mean"].columns)
+    width = 0.8 / len(models)
+    x = np.arange(len(datasets))
+    for j, name in enumerate(models):
+        ax.bar(x + (j - (len(models) - 1) / 2) * width, stats["mean"][name], width,
+               yerr=stats["std"][name].fillna(0), label=name, capsize=2)
+    ax.set_xticks(x, datasets)
+    ax.set(title=title, ylabel=f"{metric} (mean over seeds)")
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    return ax
+
+
+def tradeoff(curve: pd.DataFrame, title: str, chosen: float | None = None, ax=None):
+    """The deployment filter's trade-off: share of liked items filtered (x) vs share of negatives filtered (y),
+    one point per theta, with the diagonal a random filter would follow."""
+    ax = _axes(ax, figsize=(4.5, 4.5))
+    ax.plot(curve["positives_filtered"], curve["negatives_filtered"], marker=".")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random filter")
+    if chosen is not None:
+        row = curve.loc[(curve["theta"] - chosen).abs().idxmin()]
+        ax.scatter([row["positives_filtered"]], [row["negatives_filtered"]], color="red", zorder=3,
+                   label=f"theta = {chosen:.2f}")
+    ax.set(title=title, xlabel="share of liked items filtered", ylabel="share of negatives filtered")
+    ax.legend(frameon=False)
+    return ax

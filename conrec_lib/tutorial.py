@@ -26,6 +26,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03_positivity_bias": {"SFT_STEPS": 4, "PRIOR_STEPS": 6, "MAX_TRAIN_EXAMPLES": 48, "MAX_TEST_EXAMPLES": 12},
         "04_context_discerning": {"CONTEXT_STEPS": 6, "WARMUP_STEPS": 4, "N_TRAIN": 96, "N_WARMUP": 32,
                                   "N_ALIGN_EVAL": 16, "N_TRANSLATION_EVAL": 4, "N_REC_EVAL": 12},
+        "05_progressive_grpo": {"STAGE_STEPS": 2, "NUM_GENERATIONS": 2, "PROMPTS_PER_BATCH": 2, "N_TRAIN": 16,
+                                "N_REC_EVAL": 12, "REWARD_VARIANTS": "hit"},
+        "06_evaluation": {"MAX_TEST_EXAMPLES": 12, "DATASETS": "simulator", "SIM_SCALE": "tiny", "AB_DAYS": 1,
+                          "AB_SEEDS": 1},
     },
 }
 

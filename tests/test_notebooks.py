@@ -22,6 +22,14 @@ def test_every_notebook_has_a_parameters_cell_with_run_dir():
         assert "RUN_DIR" in tutorial.notebook_parameters(path), path.name
 
 
+def test_papermill_parses_every_parameter_line():
+    """papermill reads the parameters cell line by line (an "=" inside a comment breaks its parser)."""
+    import papermill
+
+    for path in NB.values():
+        assert set(papermill.inspect_notebook(str(path))) == set(tutorial.notebook_parameters(path)), path.name
+
+
 def test_unknown_parameter_is_an_error(tmp_path):
     with pytest.raises(tutorial.UnknownParameterError, match="NOT_A_PARAMETER"):
         tutorial.run_notebook(NB["01_data_exploration"], tmp_path, {"NOT_A_PARAMETER": 1})
@@ -109,3 +117,15 @@ def test_04_context_discerning_on_the_simulator(smoke_run):
     assert m["forgetting"]["after_alignment"] == m["with_alignment"]["align_acc"]
     assert m["chance_align_acc"] == 0.25 and 0 <= m["dislike_rate_align_acc"] <= 1
     assert (smoke_run.root / "04_context_discerning" / "with_alignment" / "warmup" / "adapter").is_dir()
+
+
+@pytest.mark.slow
+def test_05_progressive_grpo_on_the_simulator(smoke_run):
+    m = smoke_run.metrics("05_progressive_grpo")
+    assert [r["row"] for r in m["ablation"]] == ["translation only", "+ item-level alignment", "+ progressive GRPO",
+                                                  "+ future-negative reward", "+ positive penalty"]
+    for row in m["ablation"]:
+        assert 0 <= row["HR@20"] <= row["FHR@20"] <= 1 and 0 <= row["CandAcc"] <= 1
+    assert set(m["reward_variants"]) == {"negatives_only", "conrec", "hit"}  # the smoke profile's variants
+    assert set(m["forgetting"]) == {"conrec", "plain_grpo"}
+    assert (smoke_run.root / "05_progressive_grpo" / "conrec" / "adapter").is_dir()
