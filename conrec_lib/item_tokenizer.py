@@ -2,6 +2,8 @@
 
 `tokenize(cfg, run)` writes `RUN_DIR/02_semantic_ids/` (SID table, codebooks, quantizer, metrics);
 later notebooks call `load_tokenizer(run)` to get the exact SIDs and codebooks notebook 02 made.
+Collaborative embeddings learn only from `training_interactions(split)`, so nothing of the test window
+shapes the SIDs.
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 
-from conrec_lib import data, dataprep, embeddings, runs, semantic_ids
+from conrec_lib import data, dataprep, embeddings, runs, semantic_ids, splits
 from conrec_lib.embeddings import EmbedConfig
 from conrec_lib.quantizer import SIDConfig
 
@@ -46,6 +49,13 @@ class Tokenized:
     alternative: Optional[semantic_ids.SIDResult] = None  # the other quantizer, when compare=True
 
 
+def training_interactions(split: splits.Split) -> pd.DataFrame:
+    """The rows of the log a model may learn from: each user's interactions strictly before their test cutoff."""
+    inter = split.dataset.interactions
+    cutoffs = split.test_cutoffs()[inter["user_id"].to_numpy(np.int64)]
+    return inter[inter["timestamp"].to_numpy(np.int64) < cutoffs]
+
+
 def _timed_build(x: np.ndarray, cfg: SIDConfig, categories, progress: bool):
     start = time.perf_counter()
     result = semantic_ids.build(x, cfg, progress=progress, categories=categories)
@@ -61,9 +71,11 @@ def _summary(result: semantic_ids.SIDResult, seconds: float) -> dict:
 
 def tokenize(cfg: TokenizerConfig, run: runs.Run, progress: bool = True) -> Tokenized:
     """Embed the items of notebook 01's dataset, build SIDs, save everything, write metrics last."""
-    ds = dataprep.load_prepared(run).dataset
+    prepared = dataprep.load_prepared(run)
+    ds = prepared.dataset
     stage = run.start(STAGE, cfg)
-    x = embeddings.embed_items(ds, cfg.embed, cache_dir=run.root / "cache" / "embeddings", progress=progress)
+    x = embeddings.embed_items(ds, cfg.embed, cache_dir=run.root / "cache" / "embeddings", progress=progress,
+                               interactions=training_interactions(prepared.split))
     categories = ds.items["category"].astype(str).tolist()
     result, seconds = _timed_build(x, cfg.sid, categories, progress)
     semantic_ids.save(result, stage / "sids")

@@ -39,7 +39,8 @@ def test_collaborative_puts_co_disliked_items_together():
     rows = [(u, i, "negative") for u in (0, 1, 2) for i in (0, 1)]  # items 0, 1 disliked by users 0-2
     rows += [(u, i, "positive") for u in (3, 4, 5) for i in (2, 3)]  # items 2, 3 liked by users 3-5
     rows += [(6, 4, "positive"), (6, 5, "positive"), (7, 4, "negative"), (7, 5, "negative")]
-    x = emb.embed_items(make_dataset(rows=rows), EmbedConfig(encoder="collaborative", dim=3))
+    ds = make_dataset(rows=rows)
+    x = emb.embed_items(ds, EmbedConfig(encoder="collaborative", dim=3), interactions=ds.interactions)
     assert x.shape == (6, 3) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
     assert cosine(x[0], x[1]) > 0.99 and cosine(x[2], x[3]) > 0.99
     assert abs(cosine(x[0], x[2])) < 0.1
@@ -47,8 +48,9 @@ def test_collaborative_puts_co_disliked_items_together():
 
 def test_collaborative_warns_about_items_without_feedback():
     rows = [(0, 0, "positive"), (1, 1, "negative"), (1, 2, "positive"), (2, 3, "positive")]
+    ds = make_dataset(rows=rows)
     with pytest.warns(UserWarning, match="2 items have no weighted feedback and 0 more"):
-        x = emb.embed_items(make_dataset(rows=rows), EmbedConfig(encoder="collaborative", dim=2))
+        x = emb.embed_items(ds, EmbedConfig(encoder="collaborative", dim=2), interactions=ds.interactions)
     assert np.isfinite(x).all() and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
 
 
@@ -75,6 +77,29 @@ def test_cache_key_follows_the_inputs():
     assert emb.cache_key(ds, EmbedConfig(encoder="minilm", dim=4)) != key
     # MiniLM ignores dim and seed, so they do not split its cache
     assert emb.cache_key(ds, EmbedConfig(dim=4)) == emb.cache_key(ds, EmbedConfig(dim=8, seed=3))
+
+
+def test_collaborative_learns_from_the_interactions_given_and_keys_its_cache_on_them():
+    rows = [(0, 0, "negative"), (0, 1, "negative"), (1, 2, "positive"), (1, 3, "positive"), (2, 4, "positive"),
+            (2, 5, "positive"), (3, 0, "negative")]
+    ds, cfg = make_dataset(rows=rows), EmbedConfig(encoder="collaborative", dim=3)
+    first = ds.interactions.iloc[:6]  # the last row (user 3 dislikes item 0) left out, as a test row would be
+    x = emb.embed_items(ds, cfg, interactions=first)
+    other = make_dataset(rows=rows[:6] + [(3, 2, "positive")])  # another last row: the same embeddings
+    assert np.array_equal(x, emb.embed_items(other, cfg, interactions=other.interactions.iloc[:6]))
+    assert not np.allclose(x, emb.embed_items(ds, cfg, interactions=ds.interactions))
+    assert emb.cache_key(ds, cfg, first) != emb.cache_key(ds, cfg, ds.interactions)
+    assert emb.cache_key(ds, cfg, first) == emb.cache_key(ds, cfg, ds.interactions.iloc[:6].copy())
+
+
+@pytest.mark.parametrize("interactions, words", [
+    (None, "needs `interactions`.*training_interactions"),
+    (pd.DataFrame({"user_id": [0], "item_id": [0]}), r"lack column\(s\) \['feedback'\]"),
+    (pd.DataFrame({"user_id": [0], "item_id": [9], "feedback": ["negative"]}), r"item_id has ids outside 0..5"),
+])
+def test_collaborative_without_valid_interactions_says_what_to_pass(interactions, words):
+    with pytest.raises(ValueError, match=words):
+        emb.embed_items(make_dataset(), EmbedConfig(encoder="collaborative", dim=2), interactions=interactions)
 
 
 def test_dim_too_large_for_the_data_says_what_to_use():
