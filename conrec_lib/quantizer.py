@@ -14,9 +14,8 @@ this interface (`encode`, `reconstruct`, `codewords`, `state`):
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from typing import Iterator, Optional, Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 import pandas as pd

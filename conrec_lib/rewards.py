@@ -93,8 +93,18 @@ def matched_levels(sid: str, other: str, levels: int) -> int:
 
 # --- reward callables (TRL signature) ---------------------------------------------------------------
 
+class Named:
+    """TRL logs a reward function as rewards/<__name__>/mean; a reward object answers with its `name` field."""
+
+    name: str
+
+    @property
+    def __name__(self) -> str:
+        return self.name
+
+
 @dataclasses.dataclass
-class SimilarityReward:
+class SimilarityReward(Named):
     """The similarity rewards of the module docstring: s_neg (optionally truncated) - gamma * s_pos."""
 
     space: RewardSpace
@@ -102,10 +112,6 @@ class SimilarityReward:
     threshold: Optional[float] = None  # truncate s_neg (and s_pos) at this similarity; None: no truncation
     truncate_positive: bool = False
     name: str = "similarity"
-
-    @property
-    def __name__(self) -> str:  # TRL logs rewards/<__name__>/mean
-        return self.name
 
     def score(self, completion: str, ground_truth: Sequence[int], future_positives: Sequence[int]) -> float:
         s_neg = max_cosine(self.space, completion, ground_truth)
@@ -121,15 +127,11 @@ class SimilarityReward:
 
 
 @dataclasses.dataclass
-class HitReward:
+class HitReward(Named):
     """Paper's hit-based variant: HIT_REWARD[most leading SID levels matched with any GTS item]."""
 
     space: RewardSpace
     name: str = "hit"
-
-    @property
-    def __name__(self) -> str:
-        return self.name
 
     def score(self, completion: str, ground_truth: Sequence[int]) -> float:
         levels = self.space.table.levels
@@ -142,15 +144,11 @@ class HitReward:
 
 
 @dataclasses.dataclass
-class NextNegativeHit:
+class NextNegativeHit(Named):
     """The traditional reward: 1 if the completion is the next negative item, else 0."""
 
     space: RewardSpace
     name: str = "next_negative_hit"
-
-    @property
-    def __name__(self) -> str:
-        return self.name
 
     def __call__(self, prompts, completions, next_negative, **_) -> list[float]:
         return [float(self.space.table.item_of(c) == int(n)) for c, n in zip(completions, next_negative)]

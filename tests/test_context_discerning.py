@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 
 from conrec_lib import context_discerning as cd
-from conrec_lib import dataprep, hardware, item_tokenizer, loaders, runs, splits, tasks
-from conrec_lib.embeddings import EmbedConfig
+from conrec_lib import dataprep, hardware, loaders, runs, splits, tasks
 from conrec_lib.model import ModelConfig
-from conrec_lib.quantizer import SIDConfig
 from conrec_lib.semantic_ids import SIDTable
 from conrec_lib.sft import SFTConfig
 
@@ -85,14 +83,8 @@ def test_for_model_gives_pretrained_backbones_lora_and_a_small_lr():
     assert cfg.sft.lr == cfg.warmup.lr == 2e-4 and cfg.sft.max_steps == cd.ContextConfig().sft.max_steps
 
 
-def test_tiny_stage_writes_the_metrics_and_an_adapter_notebook_05_can_load(tmp_path):
-    run = runs.Run.at(tmp_path / "run")
-    dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    tok_cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf"), compare=False,
-                                             sid=SIDConfig(codebook_size=16, epochs=3, warmup_epochs=1))
-    item_tokenizer.tokenize(tok_cfg, run, progress=False)
-    model_cfg = ModelConfig(device="cpu", lora=False, hidden_size=32, num_heads=2, intermediate_size=64,
-                            num_layers=1, tokenizer_vocab_size=400)
+def test_tiny_stage_writes_the_metrics_and_an_adapter_notebook_05_can_load(tiny_run, tiny_model_cfg):
+    run, model_cfg = tiny_run, tiny_model_cfg
     cfg = cd.ContextConfig(model=model_cfg, sft=SFTConfig(max_steps=3, batch_size=4, warmup_steps=1),
                            warmup=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1), n_train=12,
                            n_warmup=8, n_align_eval=8, n_translation_eval=2, n_rec_eval=4)

@@ -2,11 +2,8 @@
 import pytest
 
 from conrec_lib import context_discerning as cd
-from conrec_lib import dataprep, hardware, item_tokenizer, progressive, runs
-from conrec_lib.embeddings import EmbedConfig
+from conrec_lib import hardware, progressive, runs
 from conrec_lib.grpo import GRPOConfig
-from conrec_lib.model import ModelConfig
-from conrec_lib.quantizer import SIDConfig
 from conrec_lib.sft import SFTConfig
 
 
@@ -44,14 +41,8 @@ def test_stage_record_notes_a_stage_that_loses_ground(capsys):
     assert lost["lost_ground"] and "lost ground" in lost["note"] and "lost ground" in capsys.readouterr().out
 
 
-def test_tiny_stage_runs_end_to_end_and_writes_metrics_last(tmp_path):
-    run = runs.Run.at(tmp_path / "run")
-    dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    tok_cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf"), compare=False,
-                                             sid=SIDConfig(codebook_size=16, epochs=3, warmup_epochs=1))
-    item_tokenizer.tokenize(tok_cfg, run, progress=False)
-    model_cfg = ModelConfig(device="cpu", lora=False, hidden_size=32, num_heads=2, intermediate_size=64,
-                            num_layers=1, tokenizer_vocab_size=400)
+def test_tiny_stage_runs_end_to_end_and_writes_metrics_last(tiny_run, tiny_model_cfg):
+    run, model_cfg = tiny_run, tiny_model_cfg
     cd.train_context(cd.ContextConfig(model=model_cfg, sft=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1),
                                       warmup=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1), n_train=8,
                                       n_warmup=8, n_align_eval=8, n_translation_eval=2, n_rec_eval=4), run,
