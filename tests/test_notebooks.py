@@ -129,3 +129,15 @@ def test_05_progressive_grpo_on_the_simulator(smoke_run):
     assert set(m["reward_variants"]) == {"negatives_only", "conrec", "hit"}  # the smoke profile's variants
     assert set(m["forgetting"]) == {"conrec", "plain_grpo"}
     assert (smoke_run.root / "05_progressive_grpo" / "conrec" / "adapter").is_dir()
+
+
+@pytest.mark.slow
+def test_06_evaluation_on_the_simulator(smoke_run):
+    m = smoke_run.metrics("06_evaluation")
+    tutorial = m["results"]["simulator (tutorial run)"]
+    assert {"most_disliked", "swing", "sasrec", "tiger", "lc-rec (neg)", "conrec"} <= set(tutorial)
+    assert set(m["results"]["simulator"]) == {"most_disliked", "swing", "item_knn", "category_block", "sasrec",
+                                              "tiger"}
+    assert set(m["ab_test"]) == {"control", "conrec filter", "most-disliked filter", "category rule"}
+    assert m["ab_test"]["control"]["filter_rate"] == 0
+    assert -1 <= m["theta"] <= 1 and m["relative_to_best_baseline"]["FHR@20"]["best_baseline"] in tutorial

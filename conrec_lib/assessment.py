@@ -1,0 +1,228 @@
+"""Notebook 06's stage: CoNRec against the baselines, on three datasets, and as a filter in front of a platform.
+
+Four parts, one call each (`assess` runs them in order and writes `RUN_DIR/06_evaluation/metrics.json` last):
+
+1. `compare_on_run`: on the tutorial run itself (the simulated world, split and SIDs notebooks 03-05 trained
+   on), every baseline of `evaluation.BASELINES` and the tutorial's LLMs (`llm_models.TUTORIAL_LLMS`) on the
+   same sampled test rows, scored by `recommend.score`. This is the like-for-like CoNRec comparison.
+2. `evaluation.evaluate`: the baselines on the simulator (another world per seed), KuaiRand and MovieLens,
+   with seeds; with `llm_on_datasets` the LLMs are trained on each of them too (`llm_models.Pipeline`).
+3. The deployment filter's trade-off on logged data (`deployment.tradeoff_curve`) from CoNRec's predictions
+   on the part-1 rows, and the `theta` that filters the most negatives while filtering at most
+   `max_positives_filtered` of the positives (`deployment.pick_theta`).
+4. The closed-loop A/B test (`ab_test`): the same simulated world run on for a few days with no filter,
+   with CoNRec's filter at that theta, with the same filter fed by the best model-free baseline's
+   predictions (most-disliked items), and with the category-blocking rule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from conrec_lib import (ab_test, dataprep, deployment, evaluation, hardware, item_tokenizer, llm_models, recommend,
+                        runs, tasks)
+from conrec_lib import simulate as sim
+from conrec_lib.ab_test import ABConfig
+from conrec_lib.evaluation import EvaluationConfig, SubRun
+from conrec_lib.llm_models import PipelineConfig
+from conrec_lib.prompts import PromptConfig
+
+STAGE = evaluation.STAGE
+TUTORIAL = "simulator (tutorial run)"
+METRICS = evaluation.METRICS
+
+
+@dataclasses.dataclass
+class AssessmentConfig:
+    """Notebook 06: what is compared where, and how the filter is deployed in the A/B test."""
+
+    # part 1: the tutorial run
+    max_test_examples: Optional[int] = 300  # test rows every model is scored on; GPU: None (all 896)
+    llms: tuple = llm_models.TUTORIAL_LLMS
+    # part 2: datasets x seeds (EvaluationConfig.full(): 3 seeds, RQ-VAE, MiniLM, all rows)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    llm_on_datasets: bool = False  # train the LLMs on every (dataset, seed) too; full: True (~2 min each on CPU)
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    # parts 3 and 4: the deployment filter
+    max_positives_filtered: float = 0.05  # theta: the most negatives filtered at <= this share of positives
+    ab: ABConfig = dataclasses.field(default_factory=ABConfig)
+    # runtime
+    num_threads: Optional[int] = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_positives_filtered < 1:
+            raise ValueError(f"AssessmentConfig.max_positives_filtered={self.max_positives_filtered}: use a share "
+                             "in (0, 1), e.g. 0.05")
+        if "conrec" not in self.llms:
+            raise ValueError(f"AssessmentConfig.llms={self.llms} must include 'conrec' (the filter uses it)")
+        if self.max_test_examples is not None and self.max_test_examples < 1:
+            raise ValueError(f"AssessmentConfig.max_test_examples={self.max_test_examples}: use None or >= 1")
+
+
+@dataclasses.dataclass
+class RunComparison:
+    """Part 1: every model's predictions and scores on the same test rows of the tutorial run."""
+
+    sub: SubRun
+    predictions: dict[str, list[list[int]]]
+    metrics: dict[str, dict]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.metrics).T[list(METRICS)]
+
+
+def tutorial_sub_run(cfg: AssessmentConfig, run: runs.Run) -> SubRun:
+    """The tutorial run as an `evaluation.SubRun`: its data, SIDs and sampled test rows."""
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    examples = recommend.eval_examples(prepared, tokenized.sids.table, PromptConfig(), cfg.max_test_examples,
+                                       cfg.seed)
+    rows = tasks.example_rows(prepared, examples, "test")
+    return SubRun(TUTORIAL, cfg.seed, run, prepared, tokenized, rows, cfg.max_test_examples)
+
+
+def compare_on_run(cfg: AssessmentConfig, run: runs.Run, progress: bool = False) -> RunComparison:
+    """Part 1 (module docstring): baselines and the tutorial's LLMs on the same rows of the tutorial run."""
+    sub = tutorial_sub_run(cfg, run)
+    predictions = evaluation.baseline_predictions(sub, cfg.evaluation, {})
+    for name, llm in llm_models.tutorial_models(run, cfg.llms).items():
+        predictions[name] = llm_models.predict_rows(llm, sub.prepared, sub.tokenized, sub.max_test_examples,
+                                                    sub.seed, cfg.evaluation.k, progress)
+    metrics = {name: recommend.score(p, sub.examples, sub.prepared, sub.tokenized, cfg.evaluation.k)
+               for name, p in predictions.items()}
+    return RunComparison(sub, predictions, metrics)
+
+
+def filter_curve(comparison: RunComparison, model: str = "conrec") -> pd.DataFrame:
+    """Part 3: the trade-off curve of the filter fed by `model`'s predictions on the part-1 rows."""
+    emb = recommend.reconstructed_embeddings(comparison.sub.tokenized)
+    return deployment.tradeoff_curve(comparison.predictions[model], comparison.sub.examples, emb)
+
+
+def world_of(run: runs.Run) -> sim.World:
+    """The simulated world of the tutorial run, from notebook 01's config, with its state at the log's end."""
+    saved = runs.read_json(run.require("01_data") / "config.json")
+    if saved["dataset"] != "simulated":
+        raise ValueError(f"{run.root}: the A/B test needs the simulator, but notebook 01 loaded "
+                         f"{saved['dataset']!r}; run the notebooks with DATASET='simulated'")
+    world = sim.simulate_world(sim.SimConfig(seed=saved["seed"], scale=saved["scale"]))
+    prepared = dataprep.load_prepared(run)
+    if (prepared.dataset.n_users, prepared.dataset.n_items) != (world.config.n_users, world.config.n_items):
+        raise ValueError(f"{run.root}: the re-simulated world has {world.config.n_users} users and "
+                         f"{world.config.n_items} items, the run {prepared.dataset.n_users} and "
+                         f"{prepared.dataset.n_items}; re-run notebook 01")
+    return world
+
+
+def most_disliked(log: pd.DataFrame, n_items: int, k: int) -> list[int]:
+    """The k items with the most "not interested" answers in `log` (ties: lower id first).
+
+    >>> most_disliked(pd.DataFrame({"item_id": [2, 2, 1, 0], "feedback": ["negative"] * 3 + ["positive"]}), 3, 2)
+    [2, 1]
+    """
+    counts = np.bincount(log.loc[log["feedback"] == "negative", "item_id"], minlength=n_items)
+    return [int(i) for i in np.argsort(-counts, kind="stable")[:k]]
+
+
+def ab_arms(cfg: AssessmentConfig, run: runs.Run, world: sim.World, theta: float, progress: bool) -> dict:
+    """Part 4's arms: control, CoNRec's filter, the same filter on most-disliked items, the category rule.
+
+    Predictions are made once, from the log before the A/B period (what a deployment knows then)."""
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    llm = llm_models.tutorial_models(run, ("conrec",))["conrec"]
+    users = np.arange(world.config.n_users)
+    cutoff = int(ab_test.start_log(world)["timestamp"].max()) + 1
+    sets = deployment.predict_sets(llm.load(), prepared, tokenized.sids.table, llm.prompt, users, cutoff,
+                                   progress=progress)
+    popular = most_disliked(ab_test.start_log(world), world.config.n_items, deployment.FilterConfig().k)
+    emb, filt = recommend.reconstructed_embeddings(tokenized), deployment.FilterConfig(theta=theta)
+    return {"control": None,
+            "conrec filter": ab_test.embedding_filter(ab_test.Fixed(sets), emb, filt),
+            "most-disliked filter": ab_test.embedding_filter(ab_test.Fixed([popular] * len(users)), emb, filt),
+            "category rule": ab_test.category_rule(world)}
+
+
+@dataclasses.dataclass
+class AssessmentResult:
+    """What notebook 06 shows: metrics.json's content and the tables behind it."""
+
+    metrics: dict
+    comparison: RunComparison
+    datasets: evaluation.EvaluationResult
+    curve: pd.DataFrame
+    ab: ab_test.ABResult
+
+
+def assess(cfg: AssessmentConfig, run: runs.Run, progress: bool = True) -> AssessmentResult:
+    """The four parts of the module docstring; writes metrics.json last (`results`, `ab_test`, ...)."""
+    started = time.perf_counter()
+    run.start(STAGE, cfg)
+    hook = llm_models.Pipeline(cfg.pipeline) if cfg.llm_on_datasets else None
+    with hardware.cpu_threads(cfg.num_threads):
+        comparison = compare_on_run(cfg, run, progress)
+        datasets = evaluation.evaluate(cfg.evaluation, run, hook, progress)
+        curve = filter_curve(comparison)
+        theta = deployment.pick_theta(curve, cfg.max_positives_filtered)
+        world = world_of(run)
+        ab = ab_test.run_ab_test(world, ab_arms(cfg, run, world, theta, progress), cfg.ab, progress)
+    results = {TUTORIAL: comparison.metrics} | evaluation.nested_means(datasets.tidy)
+    metrics = {"results": {d: {m: {k: s[k] for k in METRICS} for m, s in models.items()}
+                           for d, models in results.items()},
+               "relative_to_best_baseline": relative_to_best(comparison),
+               "theta": theta, "tradeoff_curve": curve.to_dict(orient="records"), "ab_test": ab.to_json(),
+               "seconds": round(time.perf_counter() - started, 1)}
+    run.finish(STAGE, metrics)
+    return AssessmentResult(metrics, comparison, datasets, curve, ab)
+
+
+# --- what notebook 06 shows ---------------------------------------------------------------------------
+
+# The paper's main result (PAPER.md): CoNRec vs the best baseline, relative improvement per metric
+PAPER_RELATIVE = {"HR@20": 0.115, "FHR@20": 0.137, "LUF@20": 0.151, "LIF@20": 0.249, "CandAcc": 1.01}
+
+
+def relative_to_best(comparison: RunComparison, model: str = "conrec") -> dict:
+    """Per metric on the tutorial run: `model`, the best baseline (name, value) and (model - best) / best."""
+    table = comparison.table()
+    base = table.loc[[b for b in evaluation.BASELINES if b in table.index]]
+    out = {}
+    for metric in METRICS:
+        best = base[metric].idxmax()
+        ours, ref = float(table.loc[model, metric]), float(base.loc[best, metric])
+        out[metric] = {model: ours, "best_baseline": best, "best_value": ref,
+                       "relative": (ours - ref) / ref if ref else None, "paper_relative": PAPER_RELATIVE[metric]}
+    return out
+
+
+def relative_table(m: dict) -> pd.DataFrame:
+    """`relative_to_best_baseline` of metrics.json as a table (numbers rounded to 3 places)."""
+    table = pd.DataFrame(m["relative_to_best_baseline"]).T
+    numeric = [c for c in table.columns if c != "best_baseline"]
+    return table.assign(**{c: pd.to_numeric(table[c]).round(3) for c in numeric})
+
+
+def datasets_table(result: AssessmentResult, digits: int = 3) -> pd.DataFrame:
+    """Part 2: "mean +- std" over seeds of every model, one block of rows per dataset."""
+    tidy = result.datasets.tidy
+    blocks = {d: evaluation.mean_pm_std(tidy, d, digits) for d in dict.fromkeys(tidy["dataset"])}
+    return pd.concat(blocks, names=["dataset", "model"])
+
+
+AB_COLUMNS = ("negative_rate", "positive_rate", "filter_rate", "false_filter_rate", "filtered_negative_rate",
+              "exposure_gini")
+
+
+def ab_table(result: AssessmentResult) -> pd.DataFrame:
+    """Part 4 per arm: the mean over seeds of each rate, with its std, and the change of the negative rate
+    against control."""
+    summary = result.ab.summary()
+    summary = summary[summary["metric"].isin(AB_COLUMNS)]
+    wide = summary.pivot(index="arm", columns="metric", values="mean")[list(AB_COLUMNS)]
+    wide["negative_rate_std"] = summary.pivot(index="arm", columns="metric", values="std")["negative_rate"]
+    wide["negatives_vs_control"] = wide["negative_rate"] / wide.loc["control", "negative_rate"] - 1
+    wide.columns.name = None
+    return wide.reindex(list(dict.fromkeys(result.ab.table["arm"])))
