@@ -55,6 +55,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
+def max_cosine(predicted_embeddings: np.ndarray, candidate_embeddings: np.ndarray) -> np.ndarray:
+    """`metrics.candidate_scores` clipped to [-1, 1], so rounding never lifts an identical item above theta = 1.
+
+    >>> max_cosine(np.array([[0.1, 0.3]]), np.array([[0.1, 0.3], [0.3, -0.1]])).round(6).tolist()
+    [1.0, 0.0]
+    """
+    return np.clip(metrics.candidate_scores(predicted_embeddings, candidate_embeddings), -1.0, 1.0)
+
+
 def filtered_flags(predicted: Sequence[int], candidates: Sequence[int], embeddings: np.ndarray,
                    theta: float) -> np.ndarray:
     """(C,) bool: candidate c is filtered when its max cosine to the predicted items' embeddings > theta.
@@ -67,8 +76,7 @@ def filtered_flags(predicted: Sequence[int], candidates: Sequence[int], embeddin
     >>> filtered_flags([], [0, 1, 2], e, theta=0.5).tolist()
     [False, False, False]
     """
-    scores = metrics.candidate_scores(embeddings[list(predicted)], embeddings[list(candidates)])
-    return scores > theta
+    return max_cosine(embeddings[list(predicted)], embeddings[list(candidates)]) > theta
 
 
 def filter_candidates(predicted: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
@@ -104,7 +112,7 @@ def item_mask(predicted: Sequence[Sequence[int]], embeddings: np.ndarray, cfg: F
     for u, pred in enumerate(predicted):
         pred = [int(i) for i in pred[:cfg.k]]
         if pred:
-            mask[u] = (units @ units[pred].T).max(axis=1) > cfg.theta  # (I,)
+            mask[u] = np.clip((units @ units[pred].T).max(axis=1), -1, 1) > cfg.theta  # (I,); as max_cosine
     return mask
 
 
@@ -130,7 +138,7 @@ def predict_sets(bundle: ModelBundle, prepared: PreparedData, table: SIDTable, p
 def _max_cosines(predicted: Sequence[Sequence[int]], item_sets: Sequence[set], embeddings: np.ndarray,
                  k: int) -> np.ndarray:
     """Pooled over users: each item of the user's set scored by its max cosine to the user's predictions."""
-    scores = [metrics.candidate_scores(embeddings[[int(i) for i in pred[:k]]], embeddings[sorted(items)])
+    scores = [max_cosine(embeddings[[int(i) for i in pred[:k]]], embeddings[sorted(items)])
               for pred, items in zip(predicted, item_sets) if items]
     return np.concatenate(scores) if scores else np.empty(0)
 

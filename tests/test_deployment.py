@@ -106,3 +106,9 @@ def test_bad_inputs_raise_with_the_fix():
     curve = pd.DataFrame({"theta": [0.5], "negatives_filtered": [0.9], "positives_filtered": [0.4]})
     with pytest.raises(ValueError, match="closer to 1"):
         dep.pick_theta(curve, 0.1)
+
+
+def test_theta_one_filters_nothing_even_for_an_item_in_the_predicted_set():
+    emb = np.array([[0.1, 0.3], [0.7, 0.2], [0.3, 0.9]])  # cosines of a row with itself round to 1 + 1e-16
+    assert not dep.filtered_flags([0, 1, 2], [0, 1, 2], emb, theta=1.0).any()
+    assert not dep.item_mask([[0, 1, 2]], emb, dep.FilterConfig(theta=1.0)).any()
