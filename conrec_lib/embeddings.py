@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from conrec_lib import runs
 from conrec_lib.hardware import resolve_device
+from conrec_lib.model import quiet_hub_progress
 from conrec_lib.data import FEEDBACK, Dataset
 
 BUILTIN_ENCODERS = ("minilm", "tfidf", "collaborative")
@@ -196,8 +197,9 @@ def load_sentence_encoder(cfg: EmbedConfig):
     local = cfg.encoder == "minilm" or Path(cfg.encoder).is_dir()
     name = str(minilm_folder()) if cfg.encoder == "minilm" else cfg.encoder
     try:
-        return SentenceTransformer(name, device=resolve_device(cfg.device),
-                                   local_files_only=local or not cfg.allow_download)
+        with quiet_hub_progress():  # no "Loading weights" bar in notebook outputs
+            return SentenceTransformer(name, device=resolve_device(cfg.device),
+                                       local_files_only=local or not cfg.allow_download)
     except OSError as err:
         raise FileNotFoundError(
             f"sentence encoder {cfg.encoder!r} could not be found offline (not a local folder, not in the "
