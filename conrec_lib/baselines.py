@@ -78,10 +78,7 @@ def training_negatives(prepared: PreparedData) -> pd.DataFrame:
 
     What every baseline (and Swing in notebook 03) may learn from.
     """
-    inter = prepared.dataset.interactions
-    neg = inter[inter["feedback"] == "negative"]
-    early = neg["timestamp"].to_numpy() < prepared.split.test_cutoffs()[neg["user_id"].to_numpy()]
-    rows = neg.loc[early, ["user_id", "item_id", "timestamp"]]
+    rows = prepared.split.training_rows("negative")[["user_id", "item_id", "timestamp"]]
     return rows.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
 
 

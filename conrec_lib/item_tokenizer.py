@@ -49,10 +49,8 @@ class Tokenized:
 
 
 def training_interactions(split: splits.Split) -> pd.DataFrame:
-    """The rows of the log a model may learn from: each user's interactions strictly before their test cutoff."""
-    inter = split.dataset.interactions
-    cutoffs = split.test_cutoffs()[inter["user_id"].to_numpy(np.int64)]
-    return inter[inter["timestamp"].to_numpy(np.int64) < cutoffs]
+    """The rows of the log a model may learn from (`Split.training_rows`): what collaborative embeddings see."""
+    return split.training_rows()
 
 
 def _timed_build(x: np.ndarray, cfg: SIDConfig, categories, progress: bool):

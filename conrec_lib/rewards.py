@@ -173,10 +173,7 @@ def make_reward(name: str, space: RewardSpace, gamma: float = 0.5, threshold: fl
 
 def train_negatives(prepared: PreparedData) -> pd.DataFrame:
     """Negative (user_id, item_id) rows strictly before each user's test cutoff (what Swing may see)."""
-    inter = prepared.dataset.interactions
-    before = inter["timestamp"].to_numpy() < prepared.split.test_cutoffs()[inter["user_id"].to_numpy()]
-    rows = inter.loc[before & (inter["feedback"] == "negative").to_numpy(), ["user_id", "item_id"]]
-    return rows.reset_index(drop=True)
+    return prepared.split.training_rows("negative")[["user_id", "item_id"]].reset_index(drop=True)
 
 
 def train_swing(prepared: PreparedData, cfg: Optional[SwingConfig] = None) -> sp.csr_matrix:

@@ -167,6 +167,15 @@ class Split:
     def _timeline(self) -> _Timeline:
         return _timeline(self.dataset)
 
+    def training_rows(self, feedback: Optional[str] = None) -> pd.DataFrame:
+        """The log rows a model may learn from: each user's interactions strictly before their test cutoff
+        (`test_cutoffs`), optionally of one feedback kind, in the log's order with its index."""
+        inter = self.dataset.interactions
+        keep = inter["timestamp"].to_numpy(np.int64) < self.test_cutoffs()[inter["user_id"].to_numpy(np.int64)]
+        if feedback is not None:
+            keep &= (inter["feedback"] == feedback).to_numpy()
+        return inter[keep]
+
     def test_cutoffs(self) -> np.ndarray:
         """(n_users,) each user's test cutoff_ts: everything before it may train a model.
 

@@ -54,6 +54,8 @@ def test_training_interactions_stop_at_each_users_own_cutoff_in_per_user_mode():
     train = item_tokenizer.training_interactions(split)
     kept = sorted(zip(train["user_id"], train["day"]))
     assert kept == [(0, 1), (0, 3), (0, 5), (0, 7), (0, 8), (1, 2), (1, 3), (2, 9)]
+    negatives = split.training_rows("negative")  # the same rows, one feedback kind (baselines, Swing)
+    assert sorted(zip(negatives["user_id"], negatives["day"])) == [(0, 1), (0, 3), (0, 5), (0, 7), (1, 2)]
 
 
 def test_changing_only_the_test_window_leaves_collaborative_embeddings_unchanged():
