@@ -23,3 +23,15 @@ def tiny_run(tmp_path) -> runs.Run:
                                              sid=SIDConfig(codebook_size=16, epochs=3, warmup_epochs=1))
     item_tokenizer.tokenize(tok_cfg, run, progress=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory):
+    """(prepared, tokenized) of the tiny simulator with TF-IDF (16-d) and 8-code residual k-means SIDs.
+
+    Shared by every test of the session: read it, never write into its run folder."""
+    run = runs.Run.at(tmp_path_factory.mktemp("tiny_prepared"))
+    prepared = dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
+    cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf", dim=16),
+                                         sid=SIDConfig(quantizer="rqkmeans", codebook_size=8), compare=False)
+    return prepared, item_tokenizer.tokenize(cfg, run, progress=False)

@@ -2,10 +2,8 @@
 import pandas as pd
 import pytest
 
-from conrec_lib import baselines, data, dataprep, item_tokenizer, recommend, runs, splits
+from conrec_lib import baselines, data, dataprep, recommend, splits
 from conrec_lib.baselines import BaselineConfig
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.quantizer import SIDConfig
 from conrec_lib.swing import SwingConfig
 
 DAY = data.SECONDS_PER_DAY
@@ -74,14 +72,9 @@ def test_category_block_recommends_the_blocked_categories_first():
     assert short.recommend(prepared.split.test, k=3) == [[3], []]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    import tempfile
-    run = runs.Run.at(tempfile.mkdtemp(prefix="baselines_"))
-    prepared = dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf", dim=16),
-                                         sid=SIDConfig(quantizer="rqkmeans", codebook_size=8), compare=False)
-    return prepared, item_tokenizer.tokenize(cfg, run, progress=False)
+@pytest.fixture
+def tiny(tiny_prepared):
+    return tiny_prepared
 
 
 @pytest.mark.parametrize("name", ["most_disliked", "swing", "item_knn", "category_block"])

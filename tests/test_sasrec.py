@@ -1,12 +1,8 @@
 """The SASRec baseline: it learns a hand-made cycle, its loss falls, and it only outputs valid, unseen items."""
-import tempfile
-
 import pytest
 import torch
 
-from conrec_lib import baselines, dataprep, item_tokenizer, recommend, runs, sasrec
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.quantizer import SIDConfig
+from conrec_lib import baselines, recommend, sasrec
 from conrec_lib.sasrec import SASRecConfig
 
 TINY = dict(max_len=8, dim=16, num_layers=1, num_heads=2, dropout=0.0, batch_size=8, lr=1e-2)
@@ -34,12 +30,8 @@ def test_empty_training_data_is_an_error():
         sasrec.train_model([[]], n_items=3, cfg=SASRecConfig(epochs=1, **TINY))
 
 
-def test_sasrec_baseline_outputs_valid_unseen_items_through_recommend_score():
-    run = runs.Run.at(tempfile.mkdtemp(prefix="sasrec_"))
-    prepared = dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf", dim=16),
-                                         sid=SIDConfig(quantizer="rqkmeans", codebook_size=8), compare=False)
-    tokenized = item_tokenizer.tokenize(cfg, run, progress=False)
+def test_sasrec_baseline_outputs_valid_unseen_items_through_recommend_score(tiny_prepared):
+    prepared, tokenized = tiny_prepared
     model = sasrec.SASRecBaseline.fit(prepared, tokenized, SASRecConfig(epochs=3))
     assert model.history[-1] < model.history[0]
     rows = prepared.split.test

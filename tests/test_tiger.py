@@ -1,14 +1,10 @@
 """The TIGER baseline: constrained beam search returns only valid SIDs, it learns a cycle, and it goes
 through recommend.score."""
-import tempfile
-
 import numpy as np
 import pytest
 
-from conrec_lib import baselines, dataprep, item_tokenizer, recommend, runs, sasrec, tiger
+from conrec_lib import baselines, recommend, sasrec, tiger
 from conrec_lib.decoding import SIDTrie
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.quantizer import SIDConfig
 from conrec_lib.tiger import TIGERConfig
 
 # 5 items, SIDs of 2 levels: level a codes 0..2 (tokens 0..2), level b codes 0..1 (tokens 3..4)
@@ -49,12 +45,8 @@ def test_beam_search_never_returns_more_than_the_catalogue():
     assert sorted(found[0]) == sorted(tuple(r) for r in tokens.tolist())  # all 5 SIDs, each once
 
 
-def test_tiger_baseline_outputs_valid_unseen_items_through_recommend_score():
-    run = runs.Run.at(tempfile.mkdtemp(prefix="tiger_"))
-    prepared = dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf", dim=16),
-                                         sid=SIDConfig(quantizer="rqkmeans", codebook_size=8), compare=False)
-    tokenized = item_tokenizer.tokenize(cfg, run, progress=False)
+def test_tiger_baseline_outputs_valid_unseen_items_through_recommend_score(tiny_prepared):
+    prepared, tokenized = tiny_prepared
     model = tiger.TIGERBaseline.fit(prepared, tokenized, TIGERConfig(epochs=3, dim=32))
     assert np.isfinite(model.history).all() and model.history[-1] < model.history[0]
     rows = prepared.split.test.iloc[:40]
