@@ -103,14 +103,14 @@ def filter_curve(comparison: RunComparison, model: str = "conrec") -> pd.DataFra
     return deployment.tradeoff_curve(comparison.predictions[model], comparison.sub.examples, emb)
 
 
-def world_of(run: runs.Run) -> sim.World:
+def world_of(sub: SubRun) -> sim.World:
     """The simulated world of the tutorial run, from notebook 01's config, with its state at the log's end."""
+    run, prepared = sub.run, sub.prepared
     saved = runs.read_json(run.require("01_data") / "config.json")
     if saved["dataset"] != "simulated":
         raise ValueError(f"{run.root}: the A/B test needs the simulator, but notebook 01 loaded "
                          f"{saved['dataset']!r}; run the notebooks with DATASET='simulated'")
     world = sim.simulate_world(sim.SimConfig(seed=saved["seed"], scale=saved["scale"]))
-    prepared = dataprep.load_prepared(run)
     if (prepared.dataset.n_users, prepared.dataset.n_items) != (world.config.n_users, world.config.n_items):
         raise ValueError(f"{run.root}: the re-simulated world has {world.config.n_users} users and "
                          f"{world.config.n_items} items, the run {prepared.dataset.n_users} and "
@@ -128,17 +128,17 @@ def most_disliked(log: pd.DataFrame, n_items: int, k: int) -> list[int]:
     return [int(i) for i in np.argsort(-counts, kind="stable")[:k]]
 
 
-def ab_arms(cfg: AssessmentConfig, run: runs.Run, world: sim.World, theta: float, progress: bool) -> dict:
+def ab_arms(sub: SubRun, world: sim.World, theta: float, progress: bool) -> dict:
     """Part 4's arms: control, CoNRec's filter, the same filter on most-disliked items, the category rule.
 
     Predictions are made once, from the log before the A/B period (what a deployment knows then)."""
-    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
-    llm = llm_models.tutorial_models(run, ("conrec",))["conrec"]
+    tokenized, log = sub.tokenized, ab_test.start_log(world)
+    llm = llm_models.tutorial_models(sub.run, ("conrec",))["conrec"]
     users = np.arange(world.config.n_users)
-    cutoff = int(ab_test.start_log(world)["timestamp"].max()) + 1
-    sets = deployment.predict_sets(llm.load(), prepared, tokenized.sids.table, llm.prompt, users, cutoff,
+    cutoff = int(log["timestamp"].max()) + 1
+    sets = deployment.predict_sets(llm.load(), sub.prepared, tokenized.sids.table, llm.prompt, users, cutoff,
                                    progress=progress)
-    popular = most_disliked(ab_test.start_log(world), world.config.n_items, deployment.FilterConfig().k)
+    popular = most_disliked(log, world.config.n_items, deployment.FilterConfig().k)
     emb, filt = recommend.reconstructed_embeddings(tokenized), deployment.FilterConfig(theta=theta)
     return {"control": None,
             "conrec filter": ab_test.embedding_filter(ab_test.Fixed(sets), emb, filt),
@@ -167,8 +167,8 @@ def assess(cfg: AssessmentConfig, run: runs.Run, progress: bool = True) -> Asses
         datasets = evaluation.evaluate(cfg.evaluation, run, hook, progress)
         curve = filter_curve(comparison)
         theta = deployment.pick_theta(curve, cfg.max_positives_filtered)
-        world = world_of(run)
-        ab = ab_test.run_ab_test(world, ab_arms(cfg, run, world, theta, progress), cfg.ab, progress)
+        world = world_of(comparison.sub)
+        ab = ab_test.run_ab_test(world, ab_arms(comparison.sub, world, theta, progress), cfg.ab, progress)
     results = {TUTORIAL: comparison.metrics} | evaluation.nested_means(datasets.tidy)
     metrics = {"results": {d: {m: {k: s[k] for k in METRICS} for m, s in models.items()}
                            for d, models in results.items()},

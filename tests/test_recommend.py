@@ -3,21 +3,15 @@ and scoring with the embeddings reconstructed from the SID codebooks."""
 import numpy as np
 import pytest
 
-from conrec_lib import dataprep, item_tokenizer, metrics, model, recommend, runs, tasks
-from conrec_lib.embeddings import EmbedConfig
+from conrec_lib import metrics, model, recommend, tasks
 from conrec_lib.prompts import PromptConfig
-from conrec_lib.quantizer import SIDConfig
 
 KEYS = {"HR@20", "FHR@20", "LUF@20", "LIF@20", "CandAcc", "positive_leakage", "n_examples"}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    run = runs.Run.at(tmp_path_factory.mktemp("recommend"))
-    prepared = dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf", dim=16),
-                                         sid=SIDConfig(quantizer="rqkmeans", codebook_size=8), compare=False)
-    tokenized = item_tokenizer.tokenize(cfg, run, progress=False)
+def setup(tiny_prepared):
+    prepared, tokenized = tiny_prepared
     table = tokenized.sids.table
     corpus = [e.prompt for e in tasks.next_negative_examples(prepared, table, PromptConfig(), "train")[:20]]
     bundle = model.load_model(model.ModelConfig(device="cpu", hidden_size=32, num_layers=1, num_heads=2,

@@ -4,21 +4,16 @@ import re
 import numpy as np
 import pytest
 
-from conrec_lib import dataprep, item_tokenizer, prompts, runs, tasks
-from conrec_lib.embeddings import EmbedConfig
+from conrec_lib import prompts, tasks
 from conrec_lib.prompts import PromptConfig
-from conrec_lib.quantizer import SIDConfig
 
 SID = re.compile(r"<a_\d+><b_\d+><c_\d+><d_\d+>")
 
 
-@pytest.fixture(scope="module")
-def prepared_and_table(tmp_path_factory):
-    run = runs.Run.at(tmp_path_factory.mktemp("tasks"))
-    prepared = dataprep.prepare(dataprep.DataConfig(scale="tiny"), run, progress=False)
-    cfg = item_tokenizer.TokenizerConfig(embed=EmbedConfig(encoder="tfidf", dim=16),
-                                         sid=SIDConfig(quantizer="rqkmeans", codebook_size=8), compare=False)
-    return prepared, item_tokenizer.tokenize(cfg, run, progress=False).sids.table
+@pytest.fixture
+def prepared_and_table(tiny_prepared):
+    prepared, tokenized = tiny_prepared
+    return prepared, tokenized.sids.table
 
 
 def prompt_items(prompt: str, table) -> list[int]:
