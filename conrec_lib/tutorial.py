@@ -5,14 +5,13 @@ three run the notebooks the same way.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from conrec_lib import runs
+from conrec_lib import parameters, runs
 
 NOTEBOOK_DIR = runs.project_root() / "notebooks"
 
@@ -34,8 +33,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-class UnknownParameterError(ValueError):
-    """A parameter was passed that the notebook's `parameters` cell does not define."""
+class UnknownParameterError(parameters.ParameterError):
+    """A parameter was passed that the notebook's `parameters` cell does not define, or one of the wrong type."""
 
 
 @dataclasses.dataclass
@@ -55,34 +54,85 @@ def notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
     """The names and default values assigned in the notebook's cell tagged `parameters`."""
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse("".join(cell["source"]))
-            return {t.id: ast.literal_eval(node.value) for node in tree.body
-                    if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
-    raise ValueError(f"{path}: no code cell tagged 'parameters'; papermill needs one to inject parameters")
+    return parameters.defaults(path)
 
 
-def check_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
-    """Raise if a parameter is not defined by the notebook (papermill would only warn)."""
+def check_parameters(path: Path, values: Mapping[str, Any]) -> None:
+    """Raise if a parameter is not defined by the notebook or has the wrong type (papermill would only warn)."""
     known = notebook_parameters(path)
-    unknown = sorted(set(parameters) - set(known))
-    if unknown:
-        raise UnknownParameterError(
-            f"{Path(path).name}: unknown parameter(s) {unknown}; the notebook defines {sorted(known)}")
+    found = parameters.problems(values, known)
+    if found:
+        raise UnknownParameterError(f"{Path(path).name}: " + "; ".join(found) + f"; the notebook defines {sorted(known)}")
 
 
-def run_notebook(path: Path, out_dir: Path, parameters: Mapping[str, Any]) -> NotebookRun:
-    """Execute one notebook with papermill into `out_dir`, failing loudly on the first error."""
+def select(only: Sequence[str] | None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The notebooks named by `only` (full stems or their number, e.g. "03"), in reading order; all when empty."""
+    paths = notebooks(folder)
+    if not only:
+        return paths
+    chosen = [p for p in paths if any(p.stem == o or p.stem.split("_")[0] == o for o in only)]
+    missing = [o for o in only if not any(p.stem == o or p.stem.split("_")[0] == o for p in paths)]
+    if missing:
+        raise ValueError(f"--only {missing}: no such notebook; choose from {[p.stem for p in paths]} (or their numbers)")
+    return chosen
+
+
+def parse_value(text: str, default: Any, name: str) -> Any:
+    """A command-line value converted to the type of the notebook's default (`-p SFT_STEPS 10` -> 10).
+
+    >>> parse_value("10", 150, "SFT_STEPS"), parse_value("1e-4", 0.0, "LR"), parse_value("false", True, "X")
+    (10, 0.0001, False)
+    """
+    try:
+        if isinstance(default, bool):
+            return {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+        if isinstance(default, (int, float)):
+            return type(default)(text)
+    except (KeyError, ValueError):
+        raise ValueError(f"-p {name} {text}: {name} expects {parameters.type_name(default)}") from None
+    return text
+
+
+def cli_overrides(pairs: Sequence[Sequence[str]], paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """`-p NAME VALUE` pairs -> overrides per notebook stem: each goes to every selected notebook defining NAME."""
+    out: dict[str, dict[str, Any]] = {p.stem: {} for p in paths}
+    for name, text in pairs:
+        if name == "RUN_DIR":
+            raise ValueError("-p RUN_DIR: use --run-dir, which every notebook of the run shares")
+        targets = [p for p in paths if name in notebook_parameters(p)]
+        if not targets:
+            known = sorted({k for p in paths for k in notebook_parameters(p)})
+            raise ValueError(f"-p {name}: no selected notebook ({[p.stem for p in paths]}) defines {name}; "
+                             f"known: {known} (`python -m conrec_lib list` shows each notebook's)")
+        for path in targets:
+            out[path.stem][name] = parse_value(text, notebook_parameters(path)[name], name)
+    return out
+
+
+def relative_metadata(output: Path) -> None:
+    """Replace the machine paths papermill records in the output's metadata with repository-relative ones."""
+    nb = json.loads(output.read_text(encoding="utf-8"))
+    meta = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = runs.shown(meta[key])
+    runs.write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def run_notebook(path: Path, out_dir: Path, values: Mapping[str, Any]) -> NotebookRun:
+    """Execute one notebook with papermill into `out_dir` with parameter `values`, failing loudly on the first error."""
     import papermill as pm
 
-    check_parameters(path, parameters)
+    check_parameters(path, values)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     start = time.perf_counter()
-    pm.execute_notebook(str(path), str(output), parameters=dict(parameters), cwd=str(runs.project_root()),
-                        progress_bar=False, kernel_name="python3")
+    try:  # coalesce_streams: one stdout output per cell, progress bars stored in their final state
+        pm.execute_notebook(str(path), str(output), parameters=dict(values), cwd=str(runs.project_root()),
+                            progress_bar=False, kernel_name="python3", coalesce_streams=True)
+    finally:
+        if output.is_file():
+            relative_metadata(output)
     return NotebookRun(path.name, output, time.perf_counter() - start)
 
 
@@ -93,24 +143,20 @@ def run_all(profile: str = "tutorial", run_dir: str | Path = "runs/tutorial", on
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     out_dir = runs.resolve(run_dir) / "notebooks"
     done = []
-    for path in notebooks():
-        if only and path.stem not in only:
-            continue
+    for path in select(only):
         params = {"RUN_DIR": str(run_dir), **PROFILES[profile].get(path.stem, {}),
                   **(extra or {}).get(path.stem, {})}
         result = run_notebook(path, out_dir, params)
         done.append(result)
         if echo:
-            print(f"{path.name:<34} {result.seconds:7.1f} s  -> {result.output}", flush=True)
+            print(f"{path.name:<34} {result.seconds:7.1f} s  -> {runs.shown(result.output)}", flush=True)
     return done
 
 
 def refresh(only: list[str] | None = None, echo: bool = True) -> list[NotebookRun]:
     """Re-execute the committed notebooks in place at their defaults (what nbval later compares)."""
     done = []
-    for path in notebooks():
-        if only and path.stem not in only:
-            continue
+    for path in select(only):
         result = run_notebook(path, path.parent, {})
         done.append(result)
         if echo:
