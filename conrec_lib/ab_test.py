@@ -42,7 +42,7 @@ from typing import Callable, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib import baselines, data, deployment
 from conrec_lib import simulate as sim

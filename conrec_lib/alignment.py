@@ -42,7 +42,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib import decoding, prompts, tasks
 from conrec_lib.dataprep import PreparedData

@@ -40,7 +40,7 @@ def sequence_lengths(lengths: Mapping[str, Sequence[int]], ax=None):
                 color=FEEDBACK_COLORS.get(kind))
     ax.set(title="Per-user sequence length", xlabel="interactions per user (log scale)", ylabel="users",
            xscale="log")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -73,20 +73,51 @@ def user_timeline(events: pd.DataFrame, ax=None):
     return ax
 
 
+def _wrap(label, width: int = 14) -> str:
+    """A tick label broken into lines of at most `width` characters (at spaces).
+
+    >>> _wrap("warm-up model, stage-3 prompt", 14)
+    'warm-up model,\\nstage-3 prompt'
+    """
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(label), width, break_long_words=False)) or str(label)
+
+
 def grouped_bars(table: pd.DataFrame, title: str, ylabel: str, ax=None, fmt: str = "{:.2f}"):
-    """Grouped bar chart: rows = groups on the x axis, columns = bars within a group, values annotated."""
-    ax = _axes(ax)
-    n = table.shape[1]
-    width = 0.8 / n
-    x = np.arange(len(table))
+    """Grouped bar chart: rows = groups, columns = bars within a group, values annotated, legend outside.
+
+    Few short groups stand on the x axis (labels wrapped); many groups, or long labels, make the bars horizontal
+    (groups on the y axis, top to bottom in the table's order) so that no label overlaps another.
+    """
+    n_groups, n_bars = table.shape
+    longest = max((len(str(i)) for i in table.index), default=0)
+    horizontal = n_groups * n_bars > 16 or (n_groups > 3 and longest > 16)
+    if horizontal:
+        ax = _axes(ax, figsize=(7.5, 0.8 + 0.26 * n_groups * n_bars + 0.15 * n_groups))
+    else:
+        ax = _axes(ax, figsize=(max(5.0, 1.0 + 0.55 * n_groups * n_bars), 3.8))
+    width = 0.8 / n_bars
+    pos = np.arange(n_groups)
     for j, col in enumerate(table.columns):
-        bars = ax.bar(x + (j - (n - 1) / 2) * width, table[col], width, label=str(col))
-        for rect, value in zip(bars, table[col]):
-            ax.annotate(fmt.format(value), (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-                        ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x, [str(i) for i in table.index])
-    ax.set(title=title, ylabel=ylabel)
-    ax.legend(frameon=False, fontsize=8)
+        offset = pos + (j - (n_bars - 1) / 2) * width
+        values = table[col].to_numpy(dtype=float)
+        draw = ax.barh if horizontal else ax.bar
+        bars = draw(offset, np.nan_to_num(values), width * 0.92, label=str(col))
+        labels = ["" if np.isnan(v) else fmt.format(v) for v in values]
+        ax.bar_label(bars, labels=labels, padding=2, fontsize=7, rotation=0 if horizontal or n_bars <= 3 else 90)
+    ticks = [_wrap(i, 24 if horizontal else 14) for i in table.index]
+    top = np.nanmax(table.to_numpy(dtype=float)) if table.size else 1.0
+    if horizontal:
+        ax.set_yticks(pos, ticks)
+        ax.invert_yaxis()  # first row on top, as in the table
+        ax.set_xlim(0, 1.15 * top if top > 0 else 1)
+        ax.set(title=title, xlabel=ylabel)
+    else:
+        ax.set_xticks(pos, ticks, fontsize=8)
+        ax.set_ylim(0, (1.15 if n_bars <= 3 else 1.3) * top if top > 0 else 1)
+        ax.set(title=title, ylabel=ylabel)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -156,19 +187,23 @@ def grpo_curves(history: pd.DataFrame, title: str, panels: Sequence[tuple[str, s
 
 def dataset_bars(tidy: pd.DataFrame, metric: str, title: str, ax=None):
     """One group of bars per dataset, one bar per model: the mean of `metric` over seeds, with the std as an
-    error bar (tidy: evaluation.tidy's dataset, model, seed, metric, value)."""
-    ax = _axes(ax, figsize=(9, 3.5))
+    error bar (tidy: evaluation.tidy's dataset, model, seed, metric, value). With one seed there is no spread to
+    show, and the title and axis say "one seed"."""
+    ax = _axes(ax, figsize=(9, 3.8))
     part = tidy[tidy["metric"] == metric]
+    n_seeds = part["seed"].nunique() if "seed" in part else 1
     stats = part.groupby(["dataset", "model"], sort=False)["value"].agg(["mean", "std"]).unstack("model")
     datasets, models = list(stats.index), list(stats["mean"].columns)
     width = 0.8 / len(models)
     x = np.arange(len(datasets))
     for j, name in enumerate(models):
-        ax.bar(x + (j - (len(models) - 1) / 2) * width, stats["mean"][name], width,
-               yerr=stats["std"][name].fillna(0), label=name, capsize=2)
+        yerr = stats["std"][name].fillna(0) if n_seeds > 1 else None
+        ax.bar(x + (j - (len(models) - 1) / 2) * width, stats["mean"][name], width * 0.92, yerr=yerr,
+               label=name, capsize=2)
     ax.set_xticks(x, datasets)
-    ax.set(title=title, ylabel=f"{metric} (mean over seeds)")
-    ax.legend(frameon=False, fontsize=7, ncol=2)
+    spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed, so no error bars"
+    ax.set(title=f"{title} ({spread})", ylabel=metric if n_seeds == 1 else f"{metric} (mean over seeds)")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -176,12 +211,13 @@ def tradeoff(curve: pd.DataFrame, title: str, chosen: float | None = None, ax=No
     """The deployment filter's trade-off: share of liked items filtered (x) vs share of negatives filtered (y),
     one point per theta, with the diagonal a random filter would follow."""
     ax = _axes(ax, figsize=(4.5, 4.5))
-    ax.plot(curve["positives_filtered"], curve["negatives_filtered"], marker=".")
+    ax.plot(curve["positives_filtered"], curve["negatives_filtered"], marker=".",
+            label="filter (one point per theta)")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random filter")
     if chosen is not None:
         row = curve.loc[(curve["theta"] - chosen).abs().idxmin()]
         ax.scatter([row["positives_filtered"]], [row["negatives_filtered"]], color="red", zorder=3,
                    label=f"theta = {chosen:.2f}")
     ax.set(title=title, xlabel="share of liked items filtered", ylabel="share of negatives filtered")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="lower right", fontsize=8)
     return ax

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib.hardware import cpu_threads, resolve_device
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib import baselines, hardware
 from conrec_lib.dataprep import PreparedData

@@ -32,7 +32,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib import data
 

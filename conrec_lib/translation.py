@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib import decoding, prompts, tasks
 from conrec_lib.dataprep import PreparedData
