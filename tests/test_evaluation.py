@@ -10,7 +10,6 @@ from conrec_lib.evaluation import EvaluationConfig
 from conrec_lib.sasrec import SASRecConfig
 from conrec_lib.tiger import TIGERConfig
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST = dict(codebook_size=8, max_test_examples=15, sasrec=SASRecConfig(epochs=1, dim=16),
             tiger=TIGERConfig(epochs=1, dim=16, max_items=4))
 
@@ -81,10 +80,8 @@ def test_extra_models_must_return_one_list_per_test_row(tmp_path):
         evaluation.evaluate(cfg, runs.Run.at(tmp_path), extra_models=lambda sub: {"bad": [[0]]}, progress=False)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / evaluation.FOLDERS["kuairand"]).is_dir(),
-                    reason=f"real data absent: {SHARED_DATA / evaluation.FOLDERS['kuairand']} (read-only shared copy)")
 def test_kuairand_end_to_end(tmp_path):
-    cfg = EvaluationConfig(datasets=("kuairand",), data_dir=str(SHARED_DATA), **FAST)
+    cfg = EvaluationConfig(datasets=("kuairand",), **FAST)
     result = evaluation.evaluate(cfg, runs.Run.at(tmp_path), progress=False)
     assert set(result.tidy["model"]) == set(evaluation.BASELINES)
     assert result.tidy["value"].dropna().between(0, 1).all() and result.runs[0].metrics["swing"]["n_examples"] == 15

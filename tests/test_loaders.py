@@ -1,4 +1,4 @@
-"""Loaders on small fixtures in every format, on the real files in ../shared/data, on bad inputs, and
+"""Loaders on small fixtures in every format, on the real files bundled in data/, on bad inputs, and
 `download` against a local HTTP server on 127.0.0.1 (never the internet)."""
 import dataclasses
 import functools
@@ -19,9 +19,8 @@ import pytest
 from conrec_lib import data, loaders
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-KUAIRAND_REAL = SHARED / "kuairand-27k-like-hate-kcore15"
-MOVIELENS_REAL = SHARED / "movielens-ml-latest-small"
+KUAIRAND_REAL = loaders.bundled("kuairand")
+MOVIELENS_REAL = loaders.bundled("movielens")
 
 
 def _copy(name: str, tmp_path: Path) -> Path:
@@ -121,9 +120,8 @@ def test_load_simulated_passes_options():
     pd.testing.assert_frame_equal(ds.interactions, ref.interactions)
 
 
-# --- the real files (skipped where ../shared/data is absent) -----------------------------------------
+# --- the real files bundled in data/ ----------------------------------------------------------------
 
-@pytest.mark.skipif(not KUAIRAND_REAL.is_dir(), reason=f"{KUAIRAND_REAL} is absent (real data not mounted)")
 def test_real_kuairand_like_hate_matches_source_md():
     raw = pd.read_csv(KUAIRAND_REAL / "processed_standard_kcore_15.tsv", sep="\t")
     assert raw["label"].value_counts().to_dict() == {1: 33_745, 0: 8_083}  # SOURCE.md, rows as published
@@ -137,7 +135,6 @@ def test_real_kuairand_like_hate_matches_source_md():
     assert _n_users_with_negatives(ds) == 664  # SOURCE.md: every user has at least one hate
 
 
-@pytest.mark.skipif(not MOVIELENS_REAL.is_dir(), reason=f"{MOVIELENS_REAL} is absent (real data not mounted)")
 def test_real_movielens_matches_source_md():
     start = time.perf_counter()
     ds = loaders.load("movielens", MOVIELENS_REAL)
@@ -364,3 +361,22 @@ def test_every_source_is_official_and_verifiable():
     for key, src in loaders.SOURCES.items():
         assert src.url.startswith(("https://files.grouplens.org/", "https://zenodo.org/records/10439422/")), key
         assert src.md5 is not None or src.size is not None, key
+
+
+@pytest.mark.parametrize("name", sorted(loaders.BUNDLED))
+def test_bundled_copies_match_their_checksums_and_carry_a_licence(name):
+    folder = loaders.bundled(name, verify=True)
+    assert (folder / "SOURCE.md").is_file()
+    assert (folder / "LICENSE.txt").is_file() or "Usage License" in (folder / "README.txt").read_text()
+
+
+def test_a_changed_bundled_file_is_named_by_the_checksum_check(tmp_path):
+    folder = Path(shutil.copytree(loaders.bundled("movielens"), tmp_path / "ml"))
+    (folder / "movies.csv").write_text("movieId,title,genres\n")
+    with pytest.raises(loaders.ChecksumError, match="movies.csv: sha256 .* restore it"):
+        loaders.verify_checksums(folder)
+
+
+def test_no_bundled_copy_of_download_only_data():
+    with pytest.raises(ValueError, match="may not be redistributed"):
+        loaders.bundled("ml-1m")
