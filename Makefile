@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup tutorial test unit nbval refresh lab clean
+.PHONY: setup tutorial test unit nbval refresh lab site site-check clean
 
 setup: $(VENV)/.installed
 
@@ -46,5 +46,13 @@ refresh: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
 
+# Static HTML of the executed notebooks (with outputs and figures), README and docs, in site/ (git-ignored).
+site: setup
+	$(PY) scripts/build_site.py --out site
+
+# Every page's links, anchors and images: on disk always, in headless Chromium when `chromium` is installed.
+site-check: site
+	$(PY) scripts/check_site.py --site site
+
 clean:
-	rm -rf runs/ .pytest_cache
+	rm -rf runs/ site/ .pytest_cache
