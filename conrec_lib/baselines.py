@@ -5,6 +5,10 @@ PAPER.md "Evaluation in the paper" compares CoNRec with sequential recommenders 
 
 - `MostDisliked`: the items disliked most often before the test cutoff (negative popularity);
 - `ItemNeighbours`: Swing (`swing.py`) or item-KNN (cosine) neighbours of the user's most recent negatives;
+- `OwnNegatives`: the personal yardstick: the most-disliked list re-weighted by the facets (category,
+  attributes; on real data genres or SID prefixes) of the user's *own* past negatives;
+- `Oracle` (simulator only): the ceiling: the simulator's true dislike of each item times how often the
+  platform exposed the item in the week before the test cutoff (what a model could at best know);
 - `CategoryBlock`: the rule a platform would write by hand: block whole categories (facets) the user
   disliked; as a recommender it ranks the items of those categories. `blocked_facets` exposes the
   blocked set per user, so the A/B test can put the same rule in front of a recommender as a filter.
@@ -29,6 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from conrec_lib import data, swing, tasks
+from conrec_lib.tasks import history_items, history_sequences  # the users' histories, one home
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.swing import SwingConfig
 
@@ -48,6 +53,9 @@ class BaselineConfig:
     # CategoryBlock
     block_columns: tuple[str, ...] = ("category",)  # facet columns a rule may block (data.item_facets)
     block_min_negatives: int = 2  # a facet is blocked once the user disliked this many items carrying it
+    # OwnNegatives: how far the user's own facet shares tilt the most-disliked list
+    own_strength: float = 20.0  # 0: most_disliked itself
+    own_smoothing: float = 2.0  # pseudo-negatives: users with few negatives stay near most_disliked
     # all
     backfill: bool = True  # top up short lists with the most-disliked items (module docstring)
 
@@ -86,22 +94,6 @@ def training_sequences(prepared: PreparedData) -> list[list[int]]:
     """Per user with training negatives, their disliked item ids in time order (sequence models' data)."""
     rows = training_negatives(prepared)
     return [g.tolist() for _, g in rows.groupby("user_id", sort=True)["item_id"]]
-
-
-def history_items(prepared: PreparedData, examples: pd.DataFrame, feedback: str) -> list[set[int]]:
-    """Per example row, the items the user gave `feedback` to before the cutoff."""
-    return [set(seq) for seq in history_sequences(prepared, examples, feedback)]
-
-
-def history_sequences(prepared: PreparedData, examples: pd.DataFrame, feedback: str = "negative"
-                      ) -> list[list[int]]:
-    """Per example row, the items the user gave `feedback` to before the cutoff, in time order."""
-    index = tasks.FeedbackIndex.of(prepared)
-    out = []
-    for user, cutoff in zip(examples["user_id"], examples["cutoff_ts"]):
-        rows = index.span(int(user), None, int(cutoff))
-        out.append(rows.loc[rows["feedback"] == feedback, "item_id"].astype(int).tolist())
-    return out
 
 
 def ranked(scores: np.ndarray, exclude: Collection[int], k: int) -> list[int]:
@@ -329,3 +321,89 @@ class CategoryBlock:
             found = [i for i in ranked(scores + tie, seq, k) if scores[i] > 0]  # items of blocked facets only
             out.append(backfilled(found, self.popularity, seq, k) if self.cfg.backfill else found)
         return out
+
+
+# --- the user's own negatives: the personal non-LLM yardstick ------------------------------------------
+
+def user_facets(prepared: PreparedData, tokenized=None) -> list[frozenset[str]]:
+    """Per item, the facets a personal baseline may match: `data.item_facets` (category and attributes; real
+    data: its category/genres) plus, with `tokenized`, the SID prefixes "sid_a=5", "sid_ab=5_2"."""
+    facets = data.item_facets(prepared.dataset)
+    if tokenized is None:
+        return facets
+    codes = tokenized.sids.table.codes
+    return [f | {f"sid_a={c[0]}", f"sid_ab={c[0]}_{c[1]}"} for f, c in zip(facets, codes)]
+
+
+def facet_affinity(matrix: sp.csr_matrix, disliked: Sequence[int], smoothing: float) -> np.ndarray:
+    """(n_facets,) share of the user's disliked items carrying each facet, shrunk towards 0 by `smoothing`.
+
+    >>> m = sp.csr_matrix(np.array([[1.0, 0.0], [1.0, 1.0]]))
+    >>> facet_affinity(m, [0, 1], smoothing=2.0).tolist()
+    [0.5, 0.25]
+    """
+    counts = np.asarray(matrix[list(disliked)].sum(axis=0)).ravel() if len(disliked) else np.zeros(matrix.shape[1])
+    return counts / (len(disliked) + smoothing)
+
+
+@dataclasses.dataclass
+class OwnNegatives:
+    """score(i) = pop(i) * (1 + strength * sum over the facets f of i of affinity_u(f)): the most-disliked list
+    tilted towards what this user disliked before (`facet_affinity`); never a past negative."""
+
+    prepared: PreparedData
+    facets: sp.csr_matrix  # (n_items, n_facets)
+    popularity: np.ndarray
+    cfg: BaselineConfig
+    name: str = "own_negatives"
+
+    @classmethod
+    def fit(cls, prepared: PreparedData, tokenized=None, cfg: Optional[BaselineConfig] = None) -> "OwnNegatives":
+        cfg = cfg or BaselineConfig()
+        item_facets = user_facets(prepared, tokenized)
+        matrix, _ = facet_matrix(item_facets, sorted({f.split("=")[0] for fs in item_facets for f in fs}))
+        return cls(prepared, matrix, negative_popularity(prepared) + 1.0, cfg)
+
+    def item_scores(self, disliked: Sequence[int]) -> np.ndarray:
+        affinity = facet_affinity(self.facets, disliked, self.cfg.own_smoothing)  # (n_facets,)
+        return self.popularity * (1.0 + self.cfg.own_strength * (self.facets @ affinity))  # (n_items,)
+
+    def recommend(self, examples: pd.DataFrame, k: int = 20) -> list[list[int]]:
+        return [ranked(self.item_scores(seq), seq, k)
+                for seq in history_sequences(self.prepared, examples, "negative")]
+
+
+# --- the simulator's ceiling ---------------------------------------------------------------------------
+
+def recent_exposure(prepared: PreparedData, days: int = 7) -> np.ndarray:
+    """(n_items,) how often each item was shown (any feedback) in the `days` before the test cutoff, + 1."""
+    inter = prepared.dataset.interactions
+    cutoff = int(prepared.split.test_cutoffs().min())
+    recent = inter[(inter["timestamp"] < cutoff) & (inter["timestamp"] >= cutoff - days * data.SECONDS_PER_DAY)]
+    return np.bincount(recent["item_id"], minlength=prepared.dataset.n_items).astype(float) + 1.0
+
+
+@dataclasses.dataclass
+class Oracle:
+    """The ceiling of the simulator: true dislike (`simulate.dislike_scores`, which "not interested" is
+    proportional to) times the item's exposure in the week before the cutoff, minus the user's past negatives.
+
+    It reads the hidden ground truth, so it is a yardstick, never a competitor (the issue's measured ceiling:
+    FHR@20 0.54 on the default world)."""
+
+    prepared: PreparedData
+    scores: np.ndarray  # (n_users, n_items)
+    name: str = "oracle"
+
+    @classmethod
+    def fit(cls, prepared: PreparedData, tokenized=None, cfg: Optional[BaselineConfig] = None) -> "Oracle":
+        from conrec_lib import simulate  # the ground truth lives with the simulator
+
+        if prepared.dataset.ground_truth is None:
+            raise ValueError(f"Oracle: dataset {prepared.dataset.name!r} has no ground truth; the oracle exists "
+                             "only on the simulator (leave 'oracle' out on real data)")
+        return cls(prepared, simulate.dislike_scores(prepared.dataset) * recent_exposure(prepared)[None, :])
+
+    def recommend(self, examples: pd.DataFrame, k: int = 20) -> list[list[int]]:
+        seen = history_items(self.prepared, examples, "negative")
+        return [ranked(self.scores[int(u)], s, k) for u, s in zip(examples["user_id"], seen)]

@@ -41,6 +41,7 @@ class SIDTrie:
     def __init__(self, sequences: Iterable[Sequence[int]]):
         self._children: dict[Prefix, list[int]] = {}
         self._complete: set[Prefix] = set()
+        self._size: dict[Prefix, int] = {}
         for seq in sequences:
             self._add(tuple(int(t) for t in seq))
         self.depth = max((len(s) for s in self._complete), default=0)
@@ -55,7 +56,12 @@ class SIDTrie:
             children = self._children.setdefault(seq[:i], [])
             if seq[i] not in children:
                 children.append(seq[i])
+            self._size[seq[:i + 1]] = self._size.get(seq[:i + 1], 0) + 1
         self._complete.add(seq)
+
+    def size(self, prefix: Prefix) -> int:
+        """How many SIDs start with `prefix` (a complete SID: 1)."""
+        return self._size.get(tuple(prefix), 0)
 
     @classmethod
     def from_sids(cls, tokenizer, sids: Sequence[str]) -> "SIDTrie":
@@ -229,9 +235,55 @@ def top_candidates(scores: torch.Tensor, owner: torch.Tensor, num_prompts: int, 
     return Candidates(torch.cat(rows), torch.cat(tokens), torch.cat(values))
 
 
+Banned = dict[Prefix, list[int]]  # per prompt: prefix -> next tokens that lead only to excluded SIDs
+
+
+def banned_endings(tokenizer, sids: Iterable[str], trie: SIDTrie) -> Banned:
+    """The excluded SIDs of one prompt as {prefix: [tokens]}: every token after which the trie holds nothing but
+    excluded SIDs, at any level, so no beam is spent on a prefix that can only end in an excluded item.
+
+    >>> trie = SIDTrie([(1, 2), (1, 3), (4, 2)])
+    >>> class Tok:  # a stand-in tokenizer: "12" -> [1, 2]
+    ...     def __call__(self, s, add_special_tokens=False): return {"input_ids": [int(c) for c in s]}
+    >>> banned_endings(Tok(), ["12", "13"], trie)
+    {(1,): [2, 3], (): [1]}
+    """
+    counts: dict[Prefix, int] = {}
+    for sid in set(sids):
+        ids = tuple(encode_completion(tokenizer, sid))
+        for j in range(1, len(ids) + 1):
+            counts[ids[:j]] = counts.get(ids[:j], 0) + 1
+    out: Banned = {}
+    for prefix, n in sorted(counts.items(), key=lambda kv: -len(kv[0])):
+        if n == trie.size(prefix):
+            out.setdefault(prefix[:-1], []).append(prefix[-1])
+    return out
+
+
+def exclusion_mask(banned: Sequence[Banned], owners: Sequence[int], prefixes: Sequence[Prefix], vocab_size: int,
+                   device) -> torch.Tensor:
+    """Additive mask (R, V): -inf on the tokens that would complete one of the row's prompt's banned SIDs.
+
+    >>> exclusion_mask([{(1,): [2]}], [0, 0], [(1,), (3,)], 4, "cpu")
+    tensor([[0., 0., -inf, 0.],
+            [0., 0., 0., 0.]])
+    """
+    mask = torch.zeros((len(prefixes), vocab_size), device=device)
+    for r, (owner, prefix) in enumerate(zip(owners, prefixes)):
+        last = banned[owner].get(prefix)
+        if last:
+            mask[r, last] = float("-inf")
+    return mask
+
+
 @torch.no_grad()
-def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int) -> list[list[ScoredSID]]:
-    """Constrained beam search for one batch of prompts; all finished SIDs per prompt, best first."""
+def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int,
+               banned: Sequence[Banned] | None = None) -> list[list[ScoredSID]]:
+    """Constrained beam search for one batch of prompts; all finished SIDs per prompt, best first.
+
+    `banned` (one per prompt): SIDs that prompt must never get (e.g. the user's past negatives); their
+    endings are masked like invalid tokens, so the beams go to other items instead of being wasted.
+    """
     step = Stepper(model, tokenizer, prompts, trie)
     owner = torch.arange(len(prompts), device=step.device)  # prompt of each alive beam
     prefixes: list[Prefix] = [()] * len(prompts)
@@ -239,6 +291,8 @@ def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beam
     finished: list[list[ScoredSID]] = [[] for _ in prompts]
     while prefixes:
         logp = torch.log_softmax(step.logits, -1) + allowed_mask(trie, prefixes, step.logits.shape[1], step.device)
+        if banned is not None:
+            logp = logp + exclusion_mask(banned, owner.tolist(), prefixes, step.logits.shape[1], step.device)
         rows, tokens, values = top_candidates(scores[:, None] + logp, owner, len(prompts), num_beams)
         alive, owners = [], owner.tolist()
         for i, (row, token, value) in enumerate(zip(rows.tolist(), tokens.tolist(), values.tolist())):
@@ -258,11 +312,16 @@ def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beam
 
 
 def beam_search(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int = 20, top_k: int = 20,
-                batch_size: int = 16, progress: bool = False) -> list[list[ScoredSID]]:
+                batch_size: int = 16, progress: bool = False,
+                exclude: Sequence[Iterable[str]] | None = None) -> list[list[ScoredSID]]:
     """Per prompt, the top-`top_k` distinct valid SIDs with log-prob scores, best first (paper: top-20 SIDs).
 
-    Fewer than `top_k` come back only when the trie holds fewer SIDs; an empty trie gives empty lists.
+    `exclude` (one collection of SID strings per prompt) are never returned (`beam_batch`). Fewer than `top_k`
+    come back only when the trie holds fewer SIDs; an empty trie gives empty lists.
     """
+    if exclude is not None and len(exclude) != len(prompts):
+        raise ValueError(f"beam_search: exclude has {len(exclude)} entries for {len(prompts)} prompts; pass one "
+                         "collection of SIDs per prompt (empty for none)")
     if not 1 <= top_k <= num_beams:
         raise ValueError(f"beam_search: top_k={top_k} must be in [1, num_beams={num_beams}]; raise num_beams")
     if batch_size < 1:
@@ -273,7 +332,9 @@ def beam_search(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_bea
     with eval_mode(model):
         for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="beam search"):
             batch = list(prompts[start:start + batch_size])
-            results.extend(r[:top_k] for r in beam_batch(model, tokenizer, batch, trie, num_beams))
+            banned = None if exclude is None else [banned_endings(tokenizer, e, trie)
+                                                   for e in exclude[start:start + batch_size]]
+            results.extend(r[:top_k] for r in beam_batch(model, tokenizer, batch, trie, num_beams, banned))
     return results
 
 

@@ -130,7 +130,9 @@ def predict_sets(bundle: ModelBundle, prepared: PreparedData, table: SIDTable, p
     tokenizer = bundle.tokenizer if prompt_cfg.chat_template else None
     prompts_ = [tasks.render_prompt(index, prepared, table, prompt_cfg, int(u), int(cutoff_ts), tokenizer)
                 for u in user_ids]
-    return recommend.predict(bundle, prompts_, recommend.sid_trie(bundle, table), table, k, batch_size, progress)
+    rows = pd.DataFrame({"user_id": list(user_ids), "cutoff_ts": int(cutoff_ts)})
+    return recommend.predict(bundle, prompts_, recommend.sid_trie(bundle, table), table, k, batch_size, progress,
+                             exclude=recommend.excluded_items(prepared, rows))
 
 
 # --- the trade-off curve on logged data ----------------------------------------------------------------

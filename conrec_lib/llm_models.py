@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from conrec_lib import context_discerning, item_tokenizer, model, progressive, recommend, runs
+from conrec_lib import context_discerning, item_tokenizer, model, progressive, recommend, runs, tasks
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.item_tokenizer import Tokenized
 from conrec_lib.model import ModelBundle
@@ -76,8 +76,9 @@ def predict_rows(llm: LLM, prepared: PreparedData, tokenized: Tokenized, max_exa
     tokenizer = bundle.tokenizer if llm.prompt.chat_template else None
     table = tokenized.sids.table
     examples = recommend.eval_examples(prepared, table, llm.prompt, max_examples, seed, tokenizer)
+    rows = tasks.example_rows(prepared, examples, "test")
     return recommend.predict(bundle, [e.prompt for e in examples], recommend.sid_trie(bundle, table), table, k,
-                             progress=progress)
+                             progress=progress, exclude=recommend.excluded_items(prepared, rows))
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ compression"), so CandAcc measures what a deployed SID model could actually comp
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,11 +38,23 @@ def sid_trie(bundle: ModelBundle, table: SIDTable) -> SIDTrie:
 
 
 def predict(bundle: ModelBundle, prompts: Sequence[str], trie: SIDTrie, table: SIDTable, k: int = 20,
-            batch_size: int = 16, progress: bool = False) -> list[list[int]]:
-    """Per prompt, the top-k distinct items of a constrained beam search (k beams), best first."""
+            batch_size: int = 16, progress: bool = False,
+            exclude: Optional[Sequence[Collection[int]]] = None) -> list[list[int]]:
+    """Per prompt, the top-k distinct items of a constrained beam search (k beams), best first.
+
+    `exclude` (item ids, one collection per prompt; `excluded_items` gives the rule every model follows) are
+    never returned: their SIDs are masked inside the beam search, so k real candidates remain.
+    """
+    banned = None if exclude is None else [[table.sid_of(i) for i in items] for items in exclude]
     found = decoding.beam_search(bundle.model, bundle.tokenizer, list(prompts), trie, num_beams=k, top_k=k,
-                                 batch_size=batch_size, progress=progress)
+                                 batch_size=batch_size, progress=progress, exclude=banned)
     return [[table.item_of(s.sid) for s in scored] for scored in found]
+
+
+def excluded_items(prepared: PreparedData, examples: pd.DataFrame) -> list[set[int]]:
+    """The one candidate rule of every model, LLM or baseline: never a past negative of the user (the platform
+    does not show it again, so it is a sure miss)."""
+    return tasks.history_items(prepared, examples, "negative")
 
 
 def reconstructed_embeddings(tokenized: Tokenized) -> np.ndarray:
@@ -71,6 +83,7 @@ def evaluate_model(bundle: ModelBundle, prepared: PreparedData, tokenized: Token
     tokenizer = bundle.tokenizer if prompt_cfg.chat_template else None
     examples = eval_examples(prepared, table, prompt_cfg, max_examples, seed, tokenizer)
     prompts = [e.prompt for e in examples]
-    predictions = predict(bundle, prompts, sid_trie(bundle, table), table, k, batch_size, progress)
     rows = tasks.example_rows(prepared, examples, "test")
+    predictions = predict(bundle, prompts, sid_trie(bundle, table), table, k, batch_size, progress,
+                          excluded_items(prepared, rows))
     return EvalResult(score(predictions, rows, prepared, tokenized, k), predictions, rows, prompts)

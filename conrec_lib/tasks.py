@@ -105,6 +105,23 @@ class FeedbackIndex(NamedTuple):
         return self.rows.iloc[a + lo:a + int(np.searchsorted(ts, end_ts, side="left"))]
 
 
+def history_sequences(prepared: PreparedData, examples: pd.DataFrame, feedback: str = "negative"
+                      ) -> list[list[int]]:
+    """Per example row (user_id, cutoff_ts), the items the user gave `feedback` to before the cutoff, in time order."""
+    index = FeedbackIndex.of(prepared)
+    out = []
+    for user, cutoff in zip(examples["user_id"], examples["cutoff_ts"]):
+        rows = index.span(int(user), None, int(cutoff))
+        out.append(rows.loc[rows["feedback"] == feedback, "item_id"].astype(int).tolist())
+    return out
+
+
+def history_items(prepared: PreparedData, examples: pd.DataFrame, feedback: str) -> list[set[int]]:
+    """Per example row, the items the user gave `feedback` to before the cutoff (what every model excludes:
+    the platform never shows a past negative again)."""
+    return [set(seq) for seq in history_sequences(prepared, examples, feedback)]
+
+
 def render_prompt(index: FeedbackIndex, prepared: PreparedData, table: SIDTable, prompt_cfg: PromptConfig,
                   user_id: int, cutoff_ts: int, tokenizer=None, instruction: str = prompts.INSTRUCTION) -> str:
     """The prompt of one user at one cutoff (history strictly before it), through `prompts`."""

@@ -1,4 +1,5 @@
 """The model-free baselines on a hand-made log, and every baseline through recommend.score on a tiny simulator."""
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -111,3 +112,30 @@ def test_config_errors_say_how_to_fix():
         BaselineConfig(block_columns=())
     with pytest.raises(ValueError, match="similarity"):
         baselines.ItemNeighbours.fit(hand_made(), None, None, "jaccard")
+
+
+def test_own_negatives_follows_the_users_facets_and_oracle_reads_the_ground_truth(tiny_prepared):
+    from conrec_lib import baselines as b, recommend as r, simulate
+    prepared, tokenized = tiny_prepared
+    rows = prepared.split.test
+    own = b.OwnNegatives.fit(prepared, tokenized)
+    flat = b.OwnNegatives.fit(prepared, tokenized, b.BaselineConfig(own_strength=0.0))
+    most = b.MostDisliked.fit(prepared)
+    # strength 0 is the most-disliked list (popularity + 1 keeps the order)
+    assert flat.recommend(rows) == most.recommend(rows)
+    past = r.excluded_items(prepared, rows)
+    oracle = b.Oracle.fit(prepared)
+    for name, preds in (("own", own.recommend(rows)), ("oracle", oracle.recommend(rows))):
+        assert all(len(p) == 20 and not set(p) & s for p, s in zip(preds, past)), name
+    averse = simulate.dislike_scores(prepared.dataset) > 0
+    share = lambda preds: np.mean([averse[u, p].mean() for u, p in zip(rows["user_id"], preds)])
+    assert share(oracle.recommend(rows)) > share(own.recommend(rows)) > share(most.recommend(rows))
+
+
+def test_oracle_refuses_data_without_ground_truth(tiny_prepared):
+    import dataclasses
+    from conrec_lib import baselines as b
+    prepared, _ = tiny_prepared
+    blind = dataclasses.replace(prepared, dataset=dataclasses.replace(prepared.dataset, ground_truth=None))
+    with pytest.raises(ValueError, match="only on the simulator"):
+        b.Oracle.fit(blind)

@@ -77,3 +77,23 @@ def test_deployment_predict_sets_reads_only_history_before_the_cutoff(setup):
     trie = recommend.sid_trie(bundle, table)
     assert deployment.predict_sets(bundle, prepared, table, PromptConfig(include_positives=True), [0], first, k=5) \
         == recommend.predict(bundle, [empty], trie, table, k=5)
+
+
+def test_predict_never_returns_an_excluded_item_and_still_fills_k(setup):
+    prepared, tokenized, bundle = setup
+    table = tokenized.sids.table
+    examples = tasks.next_negative_examples(prepared, table, PromptConfig(), "test", max_examples=3)
+    trie = recommend.sid_trie(bundle, table)
+    prompts = [e.prompt for e in examples]
+    free = recommend.predict(bundle, prompts, trie, table, k=10)
+    banned = [set(p[:5]) for p in free]  # the model's own favourites
+    kept = recommend.predict(bundle, prompts, trie, table, k=10, exclude=banned)
+    for items, b in zip(kept, banned):
+        assert len(items) == 10 and not set(items) & b
+
+
+def test_evaluate_model_excludes_the_users_past_negatives(setup):
+    prepared, tokenized, bundle = setup
+    result = recommend.evaluate_model(bundle, prepared, tokenized, PromptConfig(), max_examples=8)
+    past = recommend.excluded_items(prepared, result.examples)
+    assert any(past) and all(not set(p) & s for p, s in zip(result.predictions, past))
