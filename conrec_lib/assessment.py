@@ -23,8 +23,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from conrec_lib import (ab_test, dataprep, deployment, evaluation, hardware, item_tokenizer, llm_models, recommend,
-                        runs, tasks)
+from conrec_lib import (ab_test, dataprep, deployment, evaluation, hardware, item_tokenizer, llm_diagnostics,
+                        llm_models, metrics as m_, recommend, runs, tasks)
 from conrec_lib import simulate as sim
 from conrec_lib.ab_test import ABConfig
 from conrec_lib.evaluation import EvaluationConfig, SubRun
@@ -34,6 +34,9 @@ from conrec_lib.prompts import PromptConfig
 STAGE = evaluation.STAGE
 TUTORIAL = "simulator (tutorial run)"
 METRICS = evaluation.METRICS
+# "The best baseline" of the headline: the model-free and sequential baselines and the LC-Rec-style LLMs of
+# notebook 03; never the yardsticks (oracle, own_negatives), which are reported beside it.
+BEST_OF = (*evaluation.BASELINES, "lc-rec (neg)", "lc-rec (neg + pos)")
 
 
 @dataclasses.dataclass
@@ -41,7 +44,7 @@ class AssessmentConfig:
     """Notebook 06: what is compared where, and how the filter is deployed in the A/B test."""
 
     # part 1: the tutorial run
-    max_test_examples: Optional[int] = 300  # test rows every model is scored on; GPU: None (all 896)
+    max_test_examples: Optional[int] = None  # test rows every model is scored on (None: all 896)
     llms: tuple = llm_models.TUTORIAL_LLMS
     # part 2: datasets x seeds (EvaluationConfig.full(): 3 seeds, RQ-VAE, MiniLM, all rows)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
@@ -66,14 +69,21 @@ class AssessmentConfig:
 
 @dataclasses.dataclass
 class RunComparison:
-    """Part 1: every model's predictions and scores on the same test rows of the tutorial run."""
+    """Part 1: every model's predictions and scores on the same test rows of the tutorial run, and CoNRec's
+    diagnostics (`llm_diagnostics`)."""
 
     sub: SubRun
     predictions: dict[str, list[list[int]]]
     metrics: dict[str, dict]
+    diagnostics: Optional[llm_diagnostics.Diagnostics] = None
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.metrics).T[list(METRICS)]
+        """Every model's metrics, and its share of the most_disliked -> oracle gap closed on FHR@20."""
+        table = pd.DataFrame(self.metrics).T[list(METRICS)].astype(float)
+        if "oracle" in table.index:
+            floor, ceiling = table.loc["most_disliked", "FHR@20"], table.loc["oracle", "FHR@20"]
+            table["gap closed"] = [evaluation.gap_closed(v, floor, ceiling) for v in table["FHR@20"]]
+        return table
 
 
 def tutorial_sub_run(cfg: AssessmentConfig, run: runs.Run) -> SubRun:
@@ -94,7 +104,43 @@ def compare_on_run(cfg: AssessmentConfig, run: runs.Run, progress: bool = False)
                                                     sub.seed, cfg.evaluation.k, progress)
     metrics = {name: recommend.score(p, sub.examples, sub.prepared, sub.tokenized, cfg.evaluation.k)
                for name, p in predictions.items()}
-    return RunComparison(sub, predictions, metrics)
+    return RunComparison(sub, predictions, metrics, conrec_diagnostics(sub, run, predictions["conrec"], cfg))
+
+
+def conrec_diagnostics(sub: SubRun, run: runs.Run, predictions: list[list[int]],
+                       cfg: AssessmentConfig) -> llm_diagnostics.Diagnostics:
+    """`llm_diagnostics.diagnose` of CoNRec on the part-1 rows (its own prompts, its predictions)."""
+    llm = llm_models.tutorial_models(run, ("conrec",))["conrec"]
+    bundle = llm.load()
+    tokenizer = bundle.tokenizer if llm.prompt.chat_template else None
+    examples = recommend.eval_examples(sub.prepared, sub.tokenized.sids.table, llm.prompt, sub.max_test_examples,
+                                       sub.seed, tokenizer)
+    result = recommend.EvalResult({}, predictions, sub.examples, [e.prompt for e in examples])
+    return llm_diagnostics.diagnose(bundle, sub.prepared, sub.tokenized, result, cfg.evaluation.k, seed=cfg.seed)
+
+
+def headline(comparison: RunComparison, k: int = 20, seed: int = 0) -> dict:
+    """The headline of notebook 06 (metrics.json `headline`): CoNRec against the best baseline on FHR@k, with
+    paired bootstrap intervals over the test rows, next to the oracle and CoNRec's diagnostics."""
+    rows = comparison.sub.examples
+    hit = {name: m_.row_hits(p, rows, k) for name, p in comparison.predictions.items()}
+    best = max((b for b in BEST_OF if b in hit), key=lambda b: hit[b].mean())
+    ours, ref, d = hit["conrec"], hit[best], comparison.diagnostics
+    out = {"n_rows": len(rows), "best_baseline": best, "best_baseline_fhr": float(ref.mean()),
+           "conrec_fhr": float(ours.mean()), "ratio": float(ours.mean() / ref.mean()) if ref.mean() else None,
+           "ratio_ci95": list(m_.paired_ratio_bootstrap(ours, ref, seed=seed)),
+           "difference_ci95": list(m_.paired_bootstrap(ours, ref, seed=seed)),
+           "most_disliked_fhr": float(hit["most_disliked"].mean())}
+    if "oracle" in hit:
+        out["oracle_fhr"] = float(hit["oracle"].mean())
+        out["gap_closed"] = evaluation.gap_closed(out["conrec_fhr"], out["most_disliked_fhr"], out["oracle_fhr"])
+    if "own_negatives" in hit:
+        out["own_negatives_fhr"] = float(hit["own_negatives"].mean())
+    if d is not None:
+        out.update(context_gain=d.context_gain, context_gain_ci95=list(d.context_gain_ci95),
+                   valid_sid_mass=d.valid_sid_mass, nll_per_item=d.nll_per_item, nll_uniform=d.nll_uniform,
+                   distinct_items=d.distinct_items, diagnostics_pass=not d.verdict())
+    return out
 
 
 def filter_curve(comparison: RunComparison, model: str = "conrec") -> pd.DataFrame:
@@ -170,9 +216,11 @@ def assess(cfg: AssessmentConfig, run: runs.Run, progress: bool = True) -> Asses
         world = world_of(comparison.sub)
         ab = ab_test.run_ab_test(world, ab_arms(comparison.sub, world, theta, progress), cfg.ab, progress)
     results = {TUTORIAL: comparison.metrics} | evaluation.nested_means(datasets.tidy)
-    metrics = {"results": {d: {m: {k: s[k] for k in METRICS} for m, s in models.items()}
+    metrics = {"headline": headline(comparison, cfg.evaluation.k, cfg.seed),
+               "results": {d: {m: {k: s[k] for k in METRICS} for m, s in models.items()}
                            for d, models in results.items()},
                "relative_to_best_baseline": relative_to_best(comparison),
+               "conrec_diagnostics": comparison.diagnostics.as_dict(),
                "theta": theta, "tradeoff_curve": curve.to_dict(orient="records"), "ab_test": ab.to_json(),
                "seconds": round(time.perf_counter() - started, 1)}
     run.finish(STAGE, metrics)
@@ -188,7 +236,7 @@ PAPER_RELATIVE = {"HR@20": 0.115, "FHR@20": 0.137, "LUF@20": 0.151, "LIF@20": 0.
 def relative_to_best(comparison: RunComparison, model: str = "conrec") -> dict:
     """Per metric on the tutorial run: `model`, the best baseline (name, value) and (model - best) / best."""
     table = comparison.table()
-    base = table.loc[[b for b in evaluation.BASELINES if b in table.index]]
+    base = table.loc[[b for b in BEST_OF if b in table.index]]
     out = {}
     for metric in METRICS:
         best = base[metric].idxmax()

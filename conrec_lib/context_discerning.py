@@ -29,8 +29,8 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from conrec_lib import (alignment, dataprep, hardware, item_tokenizer, model, recommend, runs, sft, tasks,
-                        translation)
+from conrec_lib import (alignment, dataprep, hardware, item_tokenizer, llm_diagnostics, model, recommend, runs,
+                        semantic_ids, sft, tasks, translation)
 from conrec_lib.alignment import AlignmentConfig
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.item_tokenizer import Tokenized
@@ -47,11 +47,12 @@ REC_KEYS = ("HR@20", "FHR@20", "LUF@20", "LIF@20", "CandAcc")
 
 # --- task builders and mixing ------------------------------------------------------------------------
 
-def warmup_examples(prepared: PreparedData, table: SIDTable, window_days: int = 3, max_examples: Optional[int] = None,
-                    seed: int = 0) -> list[tasks.Example]:
-    """Warm-up next-negative SFT examples: training rows, prompts with the last `window_days` of negatives only."""
+def warmup_examples(prepared: PreparedData, table: SIDTable, window_days: Optional[int] = None,
+                    max_examples: Optional[int] = None, seed: int = 0, max_targets: int = 5) -> list[tasks.Example]:
+    """Warm-up SFT examples: training rows, prompts with the user's negatives (the last `window_days`; None: all),
+    one example per negative of the row's window (`tasks.future_negative_examples`, up to `max_targets`)."""
     prompt_cfg = PromptConfig(window_days=window_days, include_positives=False)
-    return tasks.next_negative_examples(prepared, table, prompt_cfg, "train", max_examples, seed)
+    return tasks.future_negative_examples(prepared, table, prompt_cfg, "train", max_targets, max_examples, seed)
 
 
 def allocate(ratios: dict[str, float], n: int) -> dict[str, int]:
@@ -112,17 +113,22 @@ class ContextConfig:
     # title -> SID 0.20 full vs 0.02 LoRA, alignment 0.30 vs 0.28)
     model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(lora=False))  # GPU: smollm2, lora
     sft: SFTConfig = dataclasses.field(default_factory=lambda: SFTConfig(
-        max_steps=1500, lr=1e-3, warmup_steps=30, log_every=50, checkpoint_every=10_000))  # GPU: 5000, lr=2e-4
+        max_steps=800, lr=1e-3, warmup_steps=30, log_every=50, checkpoint_every=10_000))  # GPU: 5000, lr=2e-4
+    # the warm-up is where the model learns to read the user (measured, tiny, 200 test rows: 300 steps FHR@20
+    # 0.17, 1000 steps 0.23 with a shuffled-history control at 0.205); GPU: 5000 steps, lr=2e-4
     warmup: SFTConfig = dataclasses.field(default_factory=lambda: SFTConfig(
-        max_steps=200, lr=1e-3, log_every=20, checkpoint_every=10_000))  # GPU: 2000 steps, lr=2e-4
+        max_steps=1000, lr=1e-3, warmup_steps=50, log_every=50, checkpoint_every=10_000))
     # context tasks: with_alignment mixes them by `ratios`; translation_only trains translation alone
     ratios: dict = dataclasses.field(default_factory=lambda: {"translation": 0.5, "alignment": 0.5})  # paper ~0.7/0.3
     n_train: int = 24_000  # mixed examples, one pass of 1500 steps x 16 (paper: 10M + 4M); GPU: 320_000
     alignment: AlignmentConfig = dataclasses.field(default_factory=AlignmentConfig)
     eval_fraction: float = 0.2  # users held out of alignment training, whose test-period questions evaluate it
     # warm-up next-negative SFT (paper: 200k samples before RL)
-    warmup_window_days: int = 3  # prompts show the last 3 days of negatives, no positives
-    n_warmup: Optional[int] = 2000  # training rows (None: all); GPU: None
+    # prompts show the user's negatives (no positives): all of them (None) or the last N days. An earlier version
+    # showed the last 3 days: 2.5 negatives on average, none for 25% of test users, so nothing to read
+    warmup_window_days: Optional[int] = None
+    warmup_targets: int = 5  # examples per training row: its next negative and the window's next ones
+    n_warmup: Optional[int] = None  # training rows (None: all ~8k, ~27k examples with 5 targets)
     # evaluation sizes
     n_align_eval: Optional[int] = 300  # GPU: None (all held-out questions)
     n_translation_eval: int = 100  # catalogue items, each in both directions; GPU: 1000
@@ -152,9 +158,12 @@ class ContextConfig:
         if self.model.name != model.TINY and not self.model.lora and max(self.sft.lr, self.warmup.lr) > 2e-4:
             raise ValueError(f"ContextConfig: full fine-tuning of the pretrained {self.model.name!r} with lr="
                              f"{max(self.sft.lr, self.warmup.lr)} would wreck it; set model.lora=True and lr=2e-4")
-        if self.n_train < 1 or self.n_translation_eval < 1 or self.warmup_window_days < 1:
+        if self.n_train < 1 or self.n_translation_eval < 1 or self.warmup_targets < 1:
             raise ValueError(f"ContextConfig: n_train={self.n_train}, n_translation_eval={self.n_translation_eval} "
-                             f"and warmup_window_days={self.warmup_window_days} must be >= 1")
+                             f"and warmup_targets={self.warmup_targets} must be >= 1")
+        if self.warmup_window_days is not None and self.warmup_window_days < 1:
+            raise ValueError(f"ContextConfig.warmup_window_days={self.warmup_window_days}: use None (all negatives) "
+                             "or a number of days >= 1")
 
     def with_steps(self, context_steps: int, warmup_steps: int) -> "ContextConfig":
         """A copy with these step counts; learning-rate warm-up shortened to at most a tenth of a short run."""
@@ -195,7 +204,7 @@ def build_tasks(cfg: ContextConfig, prepared: PreparedData, table: SIDTable) -> 
                          "(lower AlignmentConfig.n_distractors or raise eval_fraction)")
     items = tasks.sample_positions(prepared.dataset.n_items, cfg.n_translation_eval, cfg.seed)
     translation_eval = translation.translation_examples(prepared, table, item_ids=items)
-    warmup = warmup_examples(prepared, table, cfg.warmup_window_days, cfg.n_warmup, cfg.seed)
+    warmup = warmup_examples(prepared, table, cfg.warmup_window_days, cfg.n_warmup, cfg.seed, cfg.warmup_targets)
     corpus = [e.prompt + e.completion for e in train["translation"]]  # every title and template word
     corpus += [e.prompt for e in align_eval[:50] + warmup[:50]]  # the other templates' words
     return TaskData(train, warmup, align_eval, translation_eval, corpus)
@@ -221,7 +230,7 @@ def run_variant(variant: str, cfg: ContextConfig, data: TaskData, prepared: Prep
                 out: Path, progress: bool) -> VariantOutcome:
     """Context SFT of one variant, its evaluation, the warm-up SFT, and the evaluation after it."""
     table = tokenized.sids.table
-    bundle = model.load_model(cfg.model, table.vocabulary(), data.corpus)
+    bundle = model.load_model(cfg.model, table.vocabulary(), data.corpus, semantic_ids.token_vectors(tokenized.sids))
     mixed = mix(data.train, cfg.variant_ratios(variant), cfg.n_train, cfg.seed)
     context = sft.train(bundle, tasks.pairs(mixed), cfg.sft, out / "context", progress, resume=False)
     metrics = context_metrics(bundle, data, table, progress)
@@ -229,6 +238,7 @@ def run_variant(variant: str, cfg: ContextConfig, data: TaskData, prepared: Prep
     rec = recommend.evaluate_model(bundle, prepared, tokenized, cfg.rec_prompt(), max_examples=cfg.n_rec_eval,
                                    seed=cfg.seed, progress=progress)
     metrics |= {k: rec.metrics[k] for k in REC_KEYS}
+    metrics["diagnostics"] = llm_diagnostics.diagnose(bundle, prepared, tokenized, rec, seed=cfg.seed).as_dict()
     metrics["align_acc_after_warmup"] = alignment.alignment_accuracy(bundle, data.align_eval, progress=progress)
     metrics["context_seconds_per_step"] = context.seconds_per_step
     return VariantOutcome(metrics, {"context": context.history, "warmup": warm.history}, bundle)
@@ -275,6 +285,16 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
     return ContextResult(metrics, {v: o.histories for v, o in outcomes.items()}, outcomes[FINAL].bundle, data)
 
 
+def load_config(run: runs.Run) -> ContextConfig:
+    """The ContextConfig notebook 04 ran with (what later stages read instead of its config.json keys)."""
+    saved = runs.read_json(run.require(STAGE) / "config.json")
+    fields = {f.name for f in dataclasses.fields(ContextConfig)}
+    plain = {k: v for k, v in saved.items() if k in fields and k not in ("model", "sft", "warmup", "alignment")}
+    return ContextConfig(model=ModelConfig(**saved["model"]), sft=SFTConfig(**saved["sft"]),
+                         warmup=SFTConfig(**saved["warmup"]), alignment=AlignmentConfig(**saved["alignment"]),
+                         **plain)
+
+
 def adapter_dir(run: runs.Run, variant: str = FINAL) -> Path:
     """A variant's model after its warm-up (default: with_alignment, where notebook 05 starts; errors name
     notebook 04)."""
@@ -312,6 +332,12 @@ def comparison_table(metrics: dict) -> pd.DataFrame:
     rows["most-disliked option (no model)"] = {"align_acc": metrics["dislike_rate_align_acc"]}
     rows |= {f"paper: {v}": r for v, r in PAPER_ROWS.items()}
     return pd.DataFrame(rows).T.reindex(columns=cols)
+
+
+def diagnostics_table(metrics: dict) -> pd.DataFrame:
+    """Both variants' LLM diagnostics after the warm-up (`llm_diagnostics.table`)."""
+    return llm_diagnostics.table({v: llm_diagnostics.Diagnostics.from_dict(metrics[v]["diagnostics"])
+                                  for v in VARIANTS})
 
 
 def forgetting_table(metrics: dict) -> pd.DataFrame:

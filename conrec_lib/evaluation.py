@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from conrec_lib import baselines, dataprep, item_tokenizer, loaders, recommend, runs, sasrec, tasks, tiger
+from conrec_lib import metrics as metrics_core
 from conrec_lib.baselines import BaselineConfig
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.embeddings import EmbedConfig
@@ -47,6 +48,9 @@ DATASETS = ("simulator", "kuairand", "movielens")
 LOADER = {"simulator": "simulated", "kuairand": "kuairand", "movielens": "movielens"}  # dataprep's names
 FOLDERS = loaders.BUNDLED  # the real datasets' folders under data_dir
 BASELINES = ("most_disliked", "swing", "item_knn", "category_block", "sasrec", "tiger")
+# Yardsticks, reported beside the baselines but never "the best baseline": the simulator's ceiling (it reads the
+# hidden ground truth) and the personal non-LLM ranking of the user's own negatives.
+YARDSTICKS = ("oracle", "own_negatives")
 METRICS = ("HR@20", "FHR@20", "LUF@20", "LIF@20", "CandAcc")
 
 
@@ -207,13 +211,18 @@ def fit_baseline(name: str, sub: SubRun, cfg: EvaluationConfig) -> baselines.Bas
         return sasrec.SASRecBaseline.fit(p, t, dataclasses.replace(cfg.sasrec, seed=sub.seed))
     if name == "tiger":
         return tiger.TIGERBaseline.fit(p, t, dataclasses.replace(cfg.tiger, seed=sub.seed))
-    raise ValueError(f"fit_baseline: unknown baseline {name!r}; choose from {BASELINES}")
+    if name == "own_negatives":
+        return baselines.OwnNegatives.fit(p, t, cfg.baseline)
+    if name == "oracle":
+        return baselines.Oracle.fit(p, t, cfg.baseline)
+    raise ValueError(f"fit_baseline: unknown baseline {name!r}; choose from {BASELINES + YARDSTICKS}")
 
 
 def baseline_predictions(sub: SubRun, cfg: EvaluationConfig, seconds: dict) -> dict[str, list[list[int]]]:
     """Every configured baseline's top-k lists for the sub-run's test rows (timed into `seconds`)."""
     out = {}
-    for name in cfg.baselines:
+    yardsticks = [y for y in YARDSTICKS if y != "oracle" or sub.prepared.dataset.ground_truth is not None]
+    for name in [*yardsticks, *cfg.baselines]:
         start = time.perf_counter()
         out[name] = fit_baseline(name, sub, cfg).recommend(sub.examples, cfg.k)
         seconds[name] = round(time.perf_counter() - start, 2)
@@ -226,9 +235,10 @@ def extra_predictions(sub: SubRun, hook: ExtraModels, seconds: dict) -> dict[str
     found = {str(name): [list(map(int, p)) for p in preds] for name, preds in hook(sub).items()}
     seconds["extra_models"] = round(time.perf_counter() - start, 2)
     for name, preds in found.items():
-        if name in BASELINES or len(preds) != len(sub.examples):
+        if name in BASELINES + YARDSTICKS or len(preds) != len(sub.examples):
             raise ValueError(f"extra_models returned {name!r} with {len(preds)} lists for {len(sub.examples)} "
-                             f"test rows; return one list per row of sub.examples, under a name not in {BASELINES}")
+                             f"test rows; return one list per row of sub.examples, under a name not in "
+                             f"{BASELINES + YARDSTICKS}")
     return found
 
 
@@ -314,6 +324,9 @@ def relative_improvement(table: pd.DataFrame, model: str, reference: Sequence[st
         rel = (ours - ref[best]) / ref[best] if ref[best] else float("nan")
         rows.append((dataset, metric, ours, best, float(ref[best]), rel))
     return pd.DataFrame(rows, columns=["dataset", "metric", model, "best_baseline", "best_value", "relative"])
+
+
+gap_closed = metrics_core.gap_closed  # one home: conrec_lib.metrics
 
 
 def nested_means(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:

@@ -9,7 +9,7 @@ ignores the user, still produces a plausible-looking top-20. Four numbers tell:
   by level (`valid_mass`), and per level the share of probability that stays on valid continuations;
 - **distinct items**: how many different items the users' top-20 lists hold together (one list for everyone: 20);
 - **context test**: FHR@20 with each user's own history against the same prompts given to other users
-  (histories shuffled across the test rows), the gain with a paired 95% bootstrap interval (`context_test`).
+  (histories shuffled across the test rows), the gain with a paired 95% bootstrap interval (`diagnose`).
 
 `check` turns them into the stage's verdict: a model passes when its NLL is below uniform, its valid mass is at
 least 0.9 and the interval of its context gain lies above 0.
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from conrec_lib import decoding, recommend
+from conrec_lib.metrics import paired_bootstrap, row_hits
 from conrec_lib.decoding import SIDTrie, Stepper
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.item_tokenizer import Tokenized
@@ -63,6 +64,13 @@ class Diagnostics:
                        f"{self.context_gain:+.3f}, 95% interval [{self.context_gain_ci95[0]:+.3f}, "
                        f"{self.context_gain_ci95[1]:+.3f}] includes 0")
         return out
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "Diagnostics":
+        """The inverse of `as_dict` (what a stage's metrics.json holds)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in saved.items() if k in fields}
+        return cls(**{**values, "context_gain_ci95": tuple(values["context_gain_ci95"])})
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -118,27 +126,6 @@ def valid_mass(bundle: ModelBundle, prompt: str, trie: SIDTrie) -> tuple[float, 
 
 # --- does the user's own history matter? ---------------------------------------------------------------
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of mean(a - b) over rows resampled with replacement (the rows are paired).
-
-    >>> lo, hi = paired_bootstrap(np.array([1.0, 1.0, 0.0, 1.0]), np.zeros(4))
-    >>> 0.0 <= lo <= 0.75 <= hi <= 1.0
-    True
-    """
-    diff = np.asarray(a, float) - np.asarray(b, float)
-    if diff.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
-def hits(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, k: int = 20) -> np.ndarray:
-    """(N,) 1.0 where a top-k list holds a negative of the example's future window (FHR@k per row)."""
-    targets = [{int(i) for i in f} | {int(n)} for f, n in zip(examples["future_negatives"], examples["next_negative"])]
-    return np.array([float(bool(set(map(int, p[:k])) & t)) for p, t in zip(predictions, targets)])
-
-
 def shuffled(prompts: Sequence[str], seed: int = 0) -> list[str]:
     """The prompts permuted across rows (a derangement when possible): each user gets someone else's history."""
     n = len(prompts)
@@ -146,15 +133,6 @@ def shuffled(prompts: Sequence[str], seed: int = 0) -> list[str]:
     if n > 1:
         order = np.roll(order, 1)[np.argsort(order)]  # i -> the next element of the cycle: never itself
     return [prompts[int(j)] for j in order]
-
-
-def context_test(predict: Callable[[Sequence[str]], list[list[int]]], prompts: Sequence[str],
-                 examples: pd.DataFrame, k: int = 20, seed: int = 0) -> dict:
-    """FHR@k with the users' own prompts vs the same prompts shuffled across the rows, and the paired gain."""
-    own = hits(predict(list(prompts)), examples, k)
-    other = hits(predict(shuffled(prompts, seed)), examples, k)
-    return {"fhr_own": float(own.mean()), "fhr_shuffled": float(other.mean()),
-            "context_gain": float(own.mean() - other.mean()), "context_gain_ci95": paired_bootstrap(own, other, seed=seed)}
 
 
 # --- all of it, for one evaluated model -----------------------------------------------------------------
@@ -171,7 +149,7 @@ def diagnose(bundle: ModelBundle, prepared: PreparedData, tokenized: Tokenized, 
     masses = [valid_mass(bundle, p, trie) for p in prompts[:n_mass_prompts]]
     other = recommend.predict(bundle, shuffled(prompts, seed), trie, table, k, batch_size,
                               exclude=recommend.excluded_items(prepared, rows))
-    own_hits, other_hits = hits(result.predictions, rows, k), hits(other, rows, k)
+    own_hits, other_hits = row_hits(result.predictions, rows, k), row_hits(other, rows, k)
     return Diagnostics(
         nll_per_item=float(nll.mean()), nll_uniform=math.log(table.codes.shape[0]),
         valid_sid_mass=float(np.mean([m for m, _ in masses])),

@@ -59,11 +59,10 @@ def tutorial_models(run: runs.Run, names: Sequence[str] = TUTORIAL_LLMS) -> dict
     unknown = sorted(set(names) - set(TUTORIAL_LLMS))
     if unknown:
         raise ValueError(f"tutorial_models: unknown LLM(s) {unknown}; choose from {TUTORIAL_LLMS}")
-    window = runs.read_json(run.require(context_discerning.STAGE) / "config.json")["warmup_window_days"]
+    warmup_prompt = context_discerning.load_config(run).rec_prompt()
     makers = {"lc-rec (neg)": lambda: bias_variant(run, "neg_only"),
               "lc-rec (neg + pos)": lambda: bias_variant(run, "neg_pos"),
-              "warm-up (04)": lambda: LLM(lambda: context_discerning.load_bundle(run),
-                                          PromptConfig(window_days=window, include_positives=False)),
+              "warm-up (04)": lambda: LLM(lambda: context_discerning.load_bundle(run), warmup_prompt),
               "conrec": lambda: LLM(lambda: progressive.load_bundle(run), last_prompt(run))}
     return {name: makers[name]() for name in names}
 
@@ -111,11 +110,10 @@ class Pipeline:
     def __call__(self, sub) -> dict[str, list[list[int]]]:
         context_discerning.train_context(self.cfg.context(sub.seed), sub.run, progress=self.progress)
         progressive.train_progressive(self.cfg.grpo(sub.seed), sub.run, progress=self.progress)
-        window = context_discerning.ContextConfig().warmup_window_days
+        warmup_prompt = context_discerning.load_config(sub.run).rec_prompt()
         vocabulary = sub.tokenized.sids.table.vocabulary()
         models = {"llm-sft (04)": LLM(lambda: model.load_saved(
-                      context_discerning.adapter_dir(sub.run, "translation_only"), vocabulary),
-                      PromptConfig(window_days=window, include_positives=False)),
+                      context_discerning.adapter_dir(sub.run, "translation_only"), vocabulary), warmup_prompt),
                   "conrec": LLM(lambda: progressive.load_bundle(sub.run), last_prompt(sub.run))}
         return {name: predict_rows(llm, sub.prepared, sub.tokenized, sub.max_test_examples, sub.seed)
                 for name, llm in models.items()}

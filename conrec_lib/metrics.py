@@ -288,3 +288,58 @@ def evaluate(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, item_
         "positive_leakage": positive_leakage(predictions, list(examples["future_positives"]), k),
         "n_examples": len(examples),
     }
+
+
+# --- intervals over test rows ------------------------------------------------------------------------
+
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (n_boot, n) row indices
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of mean(a - b) over test rows resampled with replacement (a and b are paired by row).
+
+    >>> paired_bootstrap([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
+    (0.0, 0.0)
+    >>> lo, hi = paired_bootstrap([1.0, 1.0, 0.0, 1.0], [0.0] * 4)
+    >>> 0.0 <= lo <= 0.75 <= hi <= 1.0
+    True
+    """
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    if diff.size == 0:
+        return (float("nan"), float("nan"))
+    means = diff[_resamples(diff.size, n_boot, seed)].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def paired_ratio_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 1000,
+                           seed: int = 0) -> tuple[float, float]:
+    """95% interval of mean(a) / mean(b) over paired test rows resampled with replacement.
+
+    >>> paired_ratio_bootstrap([1.0, 1.0], [1.0, 1.0])
+    (1.0, 1.0)
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    idx = _resamples(a.size, n_boot, seed)
+    num, den = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    ratios = np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
+    return float(np.nanquantile(ratios, 0.025)), float(np.nanquantile(ratios, 0.975))
+
+
+def row_hits(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, k: int = 20) -> np.ndarray:
+    """(N,) 1.0 where a top-k list holds a negative of the example's window or its next negative (FHR@k per row,
+    the same target as `evaluate`)."""
+    targets = [{int(i) for i in f} | {int(n)} for f, n in zip(examples["future_negatives"], examples["next_negative"])]
+    return np.array([float(bool({int(i) for i in p[:k]} & t)) for p, t in zip(predictions, targets)])
+
+
+def gap_closed(value: float, floor: float, ceiling: float) -> float:
+    """Share of the floor -> ceiling gap that `value` closes: (value - floor) / (ceiling - floor).
+
+    The yardstick of every comparison: floor = most_disliked, ceiling = the simulator's oracle; 0 = no better than
+    the most-disliked list, 1 = as good as the ground truth, negative = below the list.
+
+    >>> round(gap_closed(0.4, 0.3, 0.5), 6)
+    0.5
+    """
+    return (value - floor) / (ceiling - floor) if ceiling != floor else float("nan")

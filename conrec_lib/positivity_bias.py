@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from conrec_lib import data, dataprep, hardware, item_tokenizer, metrics, model, recommend, runs, sft, simulate, swing, tasks
+from conrec_lib import (data, dataprep, hardware, item_tokenizer, llm_diagnostics, metrics, model, recommend, runs,
+                        semantic_ids, sft, simulate, swing, tasks)
 from conrec_lib.baselines import (history_items, like_history_predictions, popularity_predictions,
                                   training_negatives)
 from conrec_lib.dataprep import PreparedData
@@ -95,6 +96,8 @@ class BiasConfig:
     k: int = 20  # paper: top-20
     beam_batch_size: int = 32
     attention_prompts: int = 32  # test prompts averaged by attention_share
+    diagnose_models: bool = True  # llm_diagnostics of every variant (one more beam search each, shuffled histories)
+    diagnostics_prompts: int = 10  # prompts whose valid-SID mass is summed exactly over every SID
     # Part 1
     swing: SwingConfig = dataclasses.field(default_factory=SwingConfig)
     swing_neighbours: int = 10  # Swing neighbours added per user (the paper does not say how many)
@@ -357,12 +360,13 @@ def chat_wrapped(bundle: ModelBundle, examples: Sequence[tasks.Example], chat_te
 
 # --- Part 2: train and evaluate ------------------------------------------------------------------------
 
-def train_base(prepared: PreparedData, sets: ExampleSets, table, cfg: BiasConfig, stage, progress: bool
+def train_base(prepared: PreparedData, sets: ExampleSets, tokenized, cfg: BiasConfig, stage, progress: bool
                ) -> tuple[ModelBundle, Optional[sft.SFTResult]]:
     """The model every variant starts from: loaded, then (prior_steps > 0) taught the item vocabulary and
     the popularity of negatives: next-negative SFT on every training row's target with an empty history
-    (short prompts, so these steps are cheap)."""
-    bundle = model.load_model(cfg.model, table.vocabulary(), sets.corpus)
+    (short prompts, so these steps are cheap). The SID rows start from the items' codewords."""
+    table, token_vectors = tokenized.sids.table, semantic_ids.token_vectors(tokenized.sids)
+    bundle = model.load_model(cfg.model, table.vocabulary(), sets.corpus, token_vectors)
     if cfg.prior_steps == 0:
         return bundle, None
     prior = dataclasses.replace(cfg.sft, max_steps=cfg.prior_steps,
@@ -390,6 +394,9 @@ def evaluate_variant(bundle: ModelBundle, prepared: PreparedData, tokenized, cfg
     context_free = recommend.predict(bundle, [empty_prompt(bundle, cfg.prompt)],
                                      recommend.sid_trie(bundle, tokenized.sids.table), tokenized.sids.table, cfg.k)
     result.metrics["context_overlap"] = overlap(result.predictions, context_free[0], cfg.k)
+    if cfg.diagnose_models:
+        result.metrics["diagnostics"] = llm_diagnostics.diagnose(
+            bundle, prepared, tokenized, result, cfg.k, cfg.diagnostics_prompts, cfg.beam_batch_size, cfg.seed).as_dict()
     return result
 
 
@@ -495,8 +502,7 @@ def run_variants(prepared: PreparedData, tokenized, sets: ExampleSets, cfg: Bias
                  progress: bool) -> tuple[dict[str, EvalResult], dict[str, pd.DataFrame], dict[str, dict]]:
     """Train the base, then each variant from it; evaluate (EVALUATIONS) and measure attention on positives."""
     evaluations, histories, attention = {}, {}, {}
-    base, prior = timed(timings, "prior_sft", train_base, prepared, sets, tokenized.sids.table, cfg, stage,
-                        progress)
+    base, prior = timed(timings, "prior_sft", train_base, prepared, sets, tokenized, cfg, stage, progress)
     if prior is not None:
         histories["prior"] = prior.history
     for name in VARIANTS:
@@ -629,6 +635,13 @@ def load_result(run: runs.Run) -> BiasResult:
     user = UserView(pd.read_csv(stage / "user_history.csv"), pd.read_csv(stage / "user_predictions.csv"))
     return BiasResult(run.metrics(STAGE), pd.read_csv(stage / "coverage.csv", index_col=0),
                       pd.read_parquet(stage / "predictions.parquet"), histories, user)
+
+
+def diagnostics_table(metrics_: dict) -> pd.DataFrame:
+    """The LLM diagnostics of every variant (`llm_diagnostics.table`) from metrics.json."""
+    names = ("neg_only", "neg_pos", "genrec_neg_only", "genrec_neg_pos")
+    return llm_diagnostics.table({n: llm_diagnostics.Diagnostics.from_dict(metrics_[n]["diagnostics"])
+                                  for n in names if "diagnostics" in metrics_.get(n, {})})
 
 
 def results_table(metrics_: dict, columns: Sequence[str] = REPORTED) -> pd.DataFrame:

@@ -35,8 +35,8 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
-from conrec_lib import (alignment, context_discerning, dataprep, grpo, hardware, item_tokenizer, metrics, model,
-                        recommend, rewards, runs)
+from conrec_lib import (alignment, baselines, context_discerning, dataprep, grpo, hardware, item_tokenizer,
+                        llm_diagnostics, metrics, model, recommend, rewards, runs)
 from conrec_lib.alignment import AlignmentConfig
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.grpo import GRPOConfig
@@ -233,6 +233,9 @@ def run_arm(arm: str, cfg: ProgressiveConfig, ctx: Context, start: dict, run: ru
     history = pd.concat(histories, ignore_index=True)
     runs.write_text(out / arm / "history.csv", history.to_csv(index=False))
     metrics = {key: result.metrics[key] for key in REC_KEYS} | {"final_reward": float(history["reward"].iloc[-1])}
+    if arm == FINAL:
+        metrics["diagnostics"] = llm_diagnostics.diagnose(bundle, ctx.prepared, ctx.tokenized, result,
+                                                          seed=cfg.seed).as_dict()
     return ArmOutcome(metrics, stages, history, bundle, result)
 
 
@@ -255,12 +258,30 @@ def example_user(before: recommend.EvalResult, after: ArmOutcome) -> dict:
             "before": before.predictions[0], "after": after.evaluation.predictions[0]}
 
 
+def yardsticks(ctx: Context, rows: pd.DataFrame) -> dict:
+    """The non-LLM yardsticks on the arms' test rows (`evaluation.YARDSTICKS` and most_disliked): FHR@20 etc."""
+    found = {"most_disliked": baselines.MostDisliked.fit(ctx.prepared),
+             "own_negatives": baselines.OwnNegatives.fit(ctx.prepared, ctx.tokenized)}
+    if ctx.prepared.dataset.ground_truth is not None:
+        found["oracle"] = baselines.Oracle.fit(ctx.prepared)
+    return {name: {k: recommend.score(b.recommend(rows), rows, ctx.prepared, ctx.tokenized)[k] for k in REC_KEYS}
+            for name, b in found.items()}
+
+
+def diagnostics_table(m: dict) -> pd.DataFrame:
+    """The warm-up model and CoNRec on the stage-3 prompt: their LLM diagnostics (`llm_diagnostics.table`)."""
+    found = {"warm-up (04)": m["warmup_last_prompt"]["diagnostics"], "CoNRec": m["ablation"][-1].get("diagnostics")}
+    return llm_diagnostics.table({k: llm_diagnostics.Diagnostics.from_dict(v) for k, v in found.items() if v})
+
+
 def ablation_rows(previous: dict, outcomes: dict[str, ArmOutcome]) -> list[dict]:
     """The paper's cumulative ablation, in its order (a list: metrics.json sorts keys): notebook 04's two rows,
     then each trained ablation arm. `pd.DataFrame(rows).set_index("row")` gives the table."""
     rows = [{"row": "translation only", **{k: previous["translation_only"][k] for k in REC_KEYS}},
             {"row": "+ item-level alignment", **{k: previous["with_alignment"][k] for k in REC_KEYS}}]
-    return rows + [{"row": ABLATION[arm][0], **{k: outcomes[arm].metrics[k] for k in REC_KEYS}} for arm in ABLATION]
+    return rows + [{"row": ABLATION[arm][0], **{k: outcomes[arm].metrics[k] for k in REC_KEYS},
+                    **({"diagnostics": outcomes[arm].metrics["diagnostics"]} if "diagnostics" in outcomes[arm].metrics
+                       else {})} for arm in ABLATION if arm in outcomes]
 
 
 @dataclasses.dataclass
@@ -284,7 +305,10 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
     out = run.start(STAGE, cfg)
     with hardware.cpu_threads(cfg.num_threads):
         ctx = context if context is not None else build_context(cfg, run)
-        before = evaluate(context_discerning.load_bundle(run), ctx, cfg.prompts()[-1], cfg, progress)
+        warm = context_discerning.load_bundle(run)
+        before = evaluate(warm, ctx, cfg.prompts()[-1], cfg, progress)
+        before.metrics["diagnostics"] = llm_diagnostics.diagnose(warm, ctx.prepared, ctx.tokenized, before,
+                                                                 seed=cfg.seed).as_dict()
         start = {"stage-1 prompt": {k: previous["with_alignment"][k] for k in REC_KEYS},
                  "stage-3 prompt": before.metrics}
         outcomes = {arm: run_arm(arm, cfg, ctx, start, run, out, progress) for arm in cfg.arms()}
@@ -295,9 +319,11 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
                "reward_variants": {cfg.reward_of(a): outcomes[a].metrics for a in outcomes
                                    if a not in ("progressive_next_negative", PLAIN)},
                "plain_grpo": outcomes[PLAIN].metrics if PLAIN in outcomes else None,
-               "warmup_last_prompt": {k: before.metrics[k] for k in REC_KEYS},  # the start, on stage-3 prompts
+               "warmup_last_prompt": {k: before.metrics[k] for k in (*REC_KEYS, "diagnostics")},  # the start,
+               # on stage-3 prompts
                "forgetting": forgot, "stages": {a: o.stages for a, o in outcomes.items()},
                "example_user": example, "n_train_examples": [len(e) for e in ctx.stage_examples],
+               "yardsticks": yardsticks(ctx, before.examples),
                "seconds": round(time.perf_counter() - started, 1)}
     run.finish(STAGE, metrics)
     return ProgressiveResult(metrics, {a: o.history for a, o in outcomes.items()}, outcomes[FINAL].bundle, example)
@@ -356,6 +382,12 @@ def ablation_table(m: dict) -> pd.DataFrame:
     the stage-3 prompt (where the GRPO rows start from on that prompt)."""
     ours = pd.DataFrame(m["ablation"]).set_index("row")[list(REC_KEYS)]
     ours.loc["warm-up model, stage-3 prompt"] = pd.Series(m["warmup_last_prompt"])
+    for name, row in m.get("yardsticks", {}).items():
+        ours.loc[f"yardstick: {name}"] = pd.Series(row)
+    ours = ours.astype(float)
+    if "oracle" in m.get("yardsticks", {}):
+        floor, ceiling = m["yardsticks"]["most_disliked"]["FHR@20"], m["yardsticks"]["oracle"]["FHR@20"]
+        ours["gap closed"] = [metrics.gap_closed(v, floor, ceiling) for v in ours["FHR@20"]]
     paper = pd.DataFrame(PAPER_ABLATION, index=["paper HR@20", "paper FHR@20", "paper CandAcc"]).T
     return ours.add_prefix("ours ").join(paper)
 

@@ -29,7 +29,7 @@ from conrec_lib import runs
 from conrec_lib.quantizer import Quantizer, SIDConfig
 
 __all__ = ["SIDConfig", "SIDTable", "SIDResult", "build", "render", "parse", "deduplicate",
-           "quality_report", "save", "load"]
+           "quality_report", "save", "load", "token_vectors"]
 
 _TOKEN = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
 _PIECES = re.compile(r"<[^<>]*>|[^<>]+|[<>]")
@@ -178,6 +178,14 @@ class SIDResult:
         if short:
             raise ValueError(f"SID {short[0]!r} has fewer than {self.table.levels} tokens")
         return self.quantizer.reconstruct(np.array([c[:self.table.levels] for c in codes], dtype=np.int64))
+
+
+def token_vectors(result: "SIDResult") -> dict[str, np.ndarray]:
+    """Each code token of the quantized levels -> its codeword ("<b_7>" -> codebook 1, row 7), what an LLM's SID
+    token embeddings can start from (`model.load_model(token_vectors=...)`); de-duplication tokens have none."""
+    codewords = result.quantizer.codewords()  # (levels, K, latent)
+    return {f"<{level_letter(d)}_{c}>": codewords[d, c] for d in range(result.table.levels)
+            for c in range(codewords.shape[1])}
 
 
 def build(embeddings: np.ndarray, cfg: SIDConfig, progress: bool = False,

@@ -146,6 +146,27 @@ def next_negative_examples(prepared: PreparedData, table: SIDTable, prompt_cfg: 
     return out
 
 
+def future_negative_examples(prepared: PreparedData, table: SIDTable, prompt_cfg: PromptConfig,
+                             split: str = "train", max_targets: int = 5, max_examples: Optional[int] = None,
+                             seed: int = 0, tokenizer=None) -> list[Example]:
+    """Multi-target next-negative examples: per split row, one example for each of its first `max_targets`
+    distinct negatives of the window (the next negative first, then the window's others in time order), all with
+    the row's prompt. Learning p(item | history) over the whole window is what FHR@20 scores (paper: the reward's
+    ground-truth set is the next 7 days); `max_examples` samples rows, not examples."""
+    if max_targets < 1:
+        raise ValueError(f"future_negative_examples: max_targets={max_targets}; use 1 (the next negative only) or more")
+    frame = split_rows(prepared, split)
+    index = FeedbackIndex.of(prepared)
+    out = []
+    for pos in sample_positions(len(frame), max_examples, seed):
+        row = frame.iloc[int(pos)]
+        user, cutoff, first = int(row["user_id"]), int(row["cutoff_ts"]), int(row["next_negative"])
+        prompt = render_prompt(index, prepared, table, prompt_cfg, user, cutoff, tokenizer)
+        targets = [first, *(int(i) for i in row["future_negatives"] if int(i) != first)][:max_targets]
+        out.extend(Example(user, cutoff, prompt, prompts.completion(table.sid_of(t)), t, int(pos)) for t in targets)
+    return out
+
+
 def next_positive(index: FeedbackIndex, user_id: int, start_ts: int, end_ts: int) -> Optional[int]:
     """The first item the user gave positive feedback to in [start_ts, end_ts), or None."""
     window = index.span(user_id, start_ts, end_ts)

@@ -47,11 +47,11 @@ def test_mix_respects_ratios_repeats_short_tasks_and_is_seeded():
         cd.mix({"a": []}, {"a": 1.0}, n=2)
 
 
-def test_warmup_prompts_show_only_recent_negatives():
+def test_warmup_prompts_show_only_the_window_of_negatives():
     ds = loaders.load("simulated", seed=0, scale="tiny")
     prepared = dataprep.PreparedData(ds, splits.make_split(ds), {})
     table = SIDTable(np.array([[i // 4, i % 4, 0] for i in range(ds.n_items)]), codebook_size=40, levels=2)
-    examples = cd.warmup_examples(prepared, table, window_days=3, max_examples=40, seed=0)
+    examples = cd.warmup_examples(prepared, table, window_days=3, max_examples=40, seed=0, max_targets=1)
     inter = ds.interactions
     assert len(examples) == 40
     for e in examples:
@@ -107,4 +107,23 @@ def test_with_steps_sets_both_phases_and_keeps_lr_warmup_below_the_run():
     cfg = cd.ContextConfig().with_steps(6, 4)
     assert (cfg.sft.max_steps, cfg.warmup.max_steps) == (6, 4)
     assert cfg.sft.warmup_steps < 6 and cfg.warmup.warmup_steps < 4
-    assert cd.ContextConfig().with_steps(1500, 200) == cd.ContextConfig()
+    assert cd.ContextConfig().with_steps(800, 1000) == cd.ContextConfig()
+
+
+def test_warmup_examples_cover_the_windows_negatives_with_one_prompt_per_row():
+    ds = loaders.load("simulated", seed=0, scale="tiny")
+    prepared = dataprep.PreparedData(ds, splits.make_split(ds), {})
+    table = SIDTable(np.array([[i // 4, i % 4, 0] for i in range(ds.n_items)]), codebook_size=40, levels=2)
+    examples = cd.warmup_examples(prepared, table, max_examples=30, seed=0, max_targets=3)
+    train = prepared.split.train
+    by_row: dict = {}
+    for e in examples:
+        by_row.setdefault(e.row, []).append(e)
+    assert len(by_row) == 30 and len(examples) > 30
+    for row, group in by_row.items():
+        r = train.iloc[row]
+        window = [int(r["next_negative"])] + [int(i) for i in r["future_negatives"] if int(i) != int(r["next_negative"])]
+        assert [e.target_item for e in group] == window[:3]
+        assert len({e.prompt for e in group}) == 1  # one prompt: the user's history before the cutoff
+    with pytest.raises(ValueError, match="max_targets"):
+        cd.warmup_examples(prepared, table, max_targets=0)

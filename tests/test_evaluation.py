@@ -51,27 +51,30 @@ def test_config_checks_names_and_folders():
     assert full.seeds == (0, 1, 2) and full.max_test_examples is None and full.quantizer == "rqvae"
 
 
-def oracle(sub: evaluation.SubRun) -> dict[str, list[list[int]]]:
+def peeker(sub: evaluation.SubRun) -> dict[str, list[list[int]]]:
     """An extra model that knows each row's next negative: HR@20 must come out 1."""
-    return {"oracle": [[int(i)] for i in sub.examples["next_negative"]]}
+    return {"peeker": [[int(i)] for i in sub.examples["next_negative"]]}
 
 
 def test_tiny_simulator_end_to_end_with_an_extra_model(tmp_path):
     cfg = EvaluationConfig(datasets=("simulator",), seeds=(0, 1), simulator_scale="tiny", **FAST)
     run = runs.Run.at(tmp_path / "run")
-    result = evaluation.evaluate(cfg, run, extra_models=oracle, progress=False)
+    result = evaluation.evaluate(cfg, run, extra_models=peeker, progress=False)
     assert [(r.dataset, r.seed) for r in result.runs] == [("simulator", 0), ("simulator", 1)]
-    models = {*evaluation.BASELINES, "oracle"}
+    models = {*evaluation.BASELINES, *evaluation.YARDSTICKS, "peeker"}
     assert set(result.tidy["model"]) == models and len(result.tidy) == 2 * len(models) * 5
-    assert (result.tidy.query("model == 'oracle' and metric == 'HR@20'")["value"] == 1.0).all()
+    assert (result.tidy.query("model == 'peeker' and metric == 'HR@20'")["value"] == 1.0).all()
     for r in result.runs:
         assert all((r.folder / stage / "metrics.json").is_file() for stage in ("01_data", "02_semantic_ids"))
-        assert (r.folder / "scores.json").is_file() and r.metrics["oracle"]["n_examples"] == 15
+        assert (r.folder / "scores.json").is_file() and r.metrics["peeker"]["n_examples"] == 15
         assert (r.folder / "cache").resolve() == (run.root / "cache").resolve()
     assert (run.root / "06_evaluation" / "baselines.csv").is_file()
-    gain = evaluation.relative_improvement(result.tidy, "oracle").set_index("metric")
+    gain = evaluation.relative_improvement(result.tidy, "peeker").set_index("metric")
     assert gain.loc["HR@20", "relative"] > 0
-    assert evaluation.summary_table(result.tidy, "simulator").loc["oracle", ("HR@20", "n")] == 2
+    assert evaluation.summary_table(result.tidy, "simulator").loc["peeker", ("HR@20", "n")] == 2
+    oracle = result.tidy.query("model == 'oracle' and metric == 'FHR@20'")["value"].mean()
+    most = result.tidy.query("model == 'most_disliked' and metric == 'FHR@20'")["value"].mean()
+    assert oracle > most  # the ceiling lies above the most-disliked list
 
 
 def test_extra_models_must_return_one_list_per_test_row(tmp_path):
@@ -83,5 +86,5 @@ def test_extra_models_must_return_one_list_per_test_row(tmp_path):
 def test_kuairand_end_to_end(tmp_path):
     cfg = EvaluationConfig(datasets=("kuairand",), **FAST)
     result = evaluation.evaluate(cfg, runs.Run.at(tmp_path), progress=False)
-    assert set(result.tidy["model"]) == set(evaluation.BASELINES)
+    assert set(result.tidy["model"]) == set(evaluation.BASELINES) | {"own_negatives"}  # no oracle on real data
     assert result.tidy["value"].dropna().between(0, 1).all() and result.runs[0].metrics["swing"]["n_examples"] == 15

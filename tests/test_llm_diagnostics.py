@@ -52,10 +52,13 @@ def test_shuffled_prompts_never_keep_a_row_in_place():
 
 
 def test_paired_bootstrap_of_identical_rows_is_zero_and_of_a_sure_gain_is_positive():
+    from conrec_lib import metrics
     a = np.array([1.0, 0.0, 1.0, 1.0])
-    assert diag.paired_bootstrap(a, a) == (0.0, 0.0)
-    lo, hi = diag.paired_bootstrap(np.ones(50), np.zeros(50))
+    assert metrics.paired_bootstrap(a, a) == (0.0, 0.0)
+    lo, hi = metrics.paired_bootstrap(np.ones(50), np.zeros(50))
     assert lo == hi == 1.0
+    lo, hi = metrics.paired_ratio_bootstrap(np.r_[np.ones(30), np.zeros(30)], np.r_[np.ones(15), np.zeros(45)])
+    assert lo < 2.0 < hi
 
 
 def test_verdict_names_each_failed_check():

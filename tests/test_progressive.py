@@ -54,10 +54,10 @@ def test_tiny_stage_runs_end_to_end_and_writes_metrics_last(tiny_run, tiny_model
     ablation = {row.pop("row"): row for row in saved["ablation"]}
     assert list(ablation) == ["translation only", "+ item-level alignment", "+ progressive GRPO",
                                        "+ future-negative reward", "+ positive penalty"]
-    assert all(set(cd.REC_KEYS) == set(row) for row in ablation.values())
+    assert all(set(cd.REC_KEYS) == set(row) - {"diagnostics"} for row in ablation.values())
     assert ablation["+ item-level alignment"]["FHR@20"] == run.metrics(cd.STAGE)["with_alignment"]["FHR@20"]
     assert set(saved["reward_variants"]) == {"negatives_only", "conrec", "hit"}
-    assert set(saved["warmup_last_prompt"]) == set(cd.REC_KEYS)
+    assert set(saved["warmup_last_prompt"]) == set(cd.REC_KEYS) | {"diagnostics"}
     for arm in ("conrec", "plain_grpo"):
         f = saved["forgetting"][arm]
         assert f["after_alignment"] == run.metrics(cd.STAGE)["with_alignment"]["align_acc"]
