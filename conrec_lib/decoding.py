@@ -249,12 +249,12 @@ def banned_endings(tokenizer, sids: Iterable[str], trie: SIDTrie) -> Banned:
     {(1,): [2, 3], (): [1]}
     """
     counts: dict[Prefix, int] = {}
-    for sid in set(sids):
+    for sid in sorted(set(sids)):
         ids = tuple(encode_completion(tokenizer, sid))
         for j in range(1, len(ids) + 1):
             counts[ids[:j]] = counts.get(ids[:j], 0) + 1
     out: Banned = {}
-    for prefix, n in sorted(counts.items(), key=lambda kv: -len(kv[0])):
+    for prefix, n in sorted(counts.items(), key=lambda kv: (-len(kv[0]), kv[0])):
         if n == trie.size(prefix):
             out.setdefault(prefix[:-1], []).append(prefix[-1])
     return out

@@ -26,7 +26,7 @@ def test_pipeline_trains_both_llms_in_a_sub_run_and_scores_them_on_its_rows(tmp_
                            tiger=TIGERConfig(epochs=1, dim=16, max_items=4))
     small = llm_models.PipelineConfig(context_steps=4, warmup_steps=2, n_train=32, stage_steps=1, n_eval=4)
     result = evaluation.evaluate_sub_run(cfg, runs.Run.at(tmp_path), "simulator", 0, llm_models.Pipeline(small))
-    assert set(result.metrics) == {"most_disliked", "llm-sft (04)", "conrec"}
+    assert set(result.metrics) == {"most_disliked", "llm-sft (04)", "conrec", *evaluation.YARDSTICKS}
     for scores in result.metrics.values():
         assert scores["n_examples"] == 10 and 0 <= scores["HR@20"] <= scores["FHR@20"] <= 1
     sub = result.folder
