@@ -5,11 +5,13 @@ Both only ever produce real items here: at every step the logits are masked to t
 prefix tree (`SIDTrie`) allows. There is no fallback to unconstrained generation: a beam or sample whose prefix
 has no valid continuation ends and is dropped, so an empty trie yields no SIDs at all.
 
-Scores. Beam search ranks SIDs by their log-probability under the model, sum_t log p(token_t | prompt, prefix),
-with p the softmax over the *whole* vocabulary and the mask applied afterwards (as transformers'
-`prefix_allowed_tokens_fn` does): a model that puts mass on invalid tokens is not flattered. Sampling draws from
-the *constrained* policy, softmax over the allowed tokens of logits / temperature, and reports that policy's
-log-probabilities, the ones GRPO's importance ratio needs; `token_logprobs` recomputes them with gradients.
+Scores. Beam search ranks SIDs by their log-probability under the *constrained* policy, sum_t log p(token_t |
+prompt, prefix) with p the softmax over the tokens the trie allows after the prefix: the distribution over real
+items that sampling (GRPO's rollouts) draws from and that `sft` trains with `loss_over="trie"`. `over_trie=False`
+gives the plain softmax over the whole vocabulary, masked afterwards (transformers' `prefix_allowed_tokens_fn`).
+How much mass a model puts on invalid SIDs is measured, not hidden: `llm_diagnostics.valid_mass`. Sampling reports
+the constrained log-probabilities, the ones GRPO's importance ratio needs; `token_logprobs` recomputes them with
+gradients.
 """
 from __future__ import annotations
 
@@ -278,11 +280,13 @@ def exclusion_mask(banned: Sequence[Banned], owners: Sequence[int], prefixes: Se
 
 @torch.no_grad()
 def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int,
-               banned: Sequence[Banned] | None = None) -> list[list[ScoredSID]]:
+               banned: Sequence[Banned] | None = None, over_trie: bool = True) -> list[list[ScoredSID]]:
     """Constrained beam search for one batch of prompts; all finished SIDs per prompt, best first.
 
     `banned` (one per prompt): SIDs that prompt must never get (e.g. the user's past negatives); their
     endings are masked like invalid tokens, so the beams go to other items instead of being wasted.
+    `over_trie`: scores under the constrained policy (softmax over the allowed tokens, as `sample` draws from);
+    False: the plain softmax over the vocabulary, masked afterwards (module docstring).
     """
     step = Stepper(model, tokenizer, prompts, trie)
     owner = torch.arange(len(prompts), device=step.device)  # prompt of each alive beam
@@ -290,9 +294,10 @@ def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beam
     scores = torch.zeros(len(prompts), device=step.device)
     finished: list[list[ScoredSID]] = [[] for _ in prompts]
     while prefixes:
-        logp = torch.log_softmax(step.logits, -1) + allowed_mask(trie, prefixes, step.logits.shape[1], step.device)
+        mask = allowed_mask(trie, prefixes, step.logits.shape[1], step.device)
         if banned is not None:
-            logp = logp + exclusion_mask(banned, owner.tolist(), prefixes, step.logits.shape[1], step.device)
+            mask = mask + exclusion_mask(banned, owner.tolist(), prefixes, step.logits.shape[1], step.device)
+        logp = torch.log_softmax(step.logits + mask, -1) if over_trie else torch.log_softmax(step.logits, -1) + mask
         rows, tokens, values = top_candidates(scores[:, None] + logp, owner, len(prompts), num_beams)
         alive, owners = [], owner.tolist()
         for i, (row, token, value) in enumerate(zip(rows.tolist(), tokens.tolist(), values.tolist())):
@@ -313,7 +318,7 @@ def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beam
 
 def beam_search(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int = 20, top_k: int = 20,
                 batch_size: int = 16, progress: bool = False,
-                exclude: Sequence[Iterable[str]] | None = None) -> list[list[ScoredSID]]:
+                exclude: Sequence[Iterable[str]] | None = None, over_trie: bool = True) -> list[list[ScoredSID]]:
     """Per prompt, the top-`top_k` distinct valid SIDs with log-prob scores, best first (paper: top-20 SIDs).
 
     `exclude` (one collection of SID strings per prompt) are never returned (`beam_batch`). Fewer than `top_k`
@@ -334,7 +339,7 @@ def beam_search(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_bea
             batch = list(prompts[start:start + batch_size])
             banned = None if exclude is None else [banned_endings(tokenizer, e, trie)
                                                    for e in exclude[start:start + batch_size]]
-            results.extend(r[:top_k] for r in beam_batch(model, tokenizer, batch, trie, num_beams, banned))
+            results.extend(r[:top_k] for r in beam_batch(model, tokenizer, batch, trie, num_beams, banned, over_trie))
     return results
 
 

@@ -14,21 +14,22 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from conrec_lib.progress import tqdm
 
 from conrec_lib import runs
-from conrec_lib.decoding import completion_logits, eval_mode
+from conrec_lib.decoding import SIDTrie, completion_logits, eval_mode
 from conrec_lib.model import ModelBundle, encode_completion, encode_prompt, save_adapter, seeded
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "loss_history.csv"
 ADAPTER = "adapter"
 IGNORE = -100  # the label of a token that carries no loss (prompt, padding)
+LOSS_OVER = ("vocabulary", "trie")
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "eval_every", "eval_batch_size")
 
@@ -45,6 +46,9 @@ class SFTConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 10  # GPU: 100
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    # loss: "vocabulary" = softmax over every token; "trie" = each SID token's softmax over the codes the SID
+    # trie allows after its prefix (`summed_loss`), as constrained decoding scores them
+    loss_over: str = "vocabulary"
     # data
     max_length: int = 512  # prompt + completion tokens; longer prompts lose their oldest (leftmost) tokens
     seed: int = 0  # data order and dropout
@@ -64,6 +68,8 @@ class SFTConfig:
                 raise ValueError(f"SFTConfig.{field}={getattr(self, field)}: must be >= 0")
         if not 0 < self.lr < 1:
             raise ValueError(f"SFTConfig.lr={self.lr}: must be in (0, 1); try 5e-3 (tiny) or 2e-4 (pretrained)")
+        if self.loss_over not in LOSS_OVER:
+            raise ValueError(f"SFTConfig.loss_over={self.loss_over!r}: use one of {LOSS_OVER}")
         if self.warmup_steps >= self.max_steps:
             raise ValueError(f"SFTConfig.warmup_steps={self.warmup_steps} must be < max_steps={self.max_steps}")
 
@@ -165,15 +171,44 @@ def labels_for(example: Example) -> list[int]:
     return [IGNORE] * len(example.prompt) + list(example.completion)
 
 
-def summed_loss(model, batch: Sequence[Example]) -> LossSum:
-    """Sum of the completion tokens' cross-entropy over a micro-batch, and how many tokens it covers."""
+def trie_mask(trie: SIDTrie, completions: Sequence[Sequence[int]], depth: int, vocab_size: int,
+              device) -> torch.Tensor:
+    """Additive mask (N, depth, V): at every completion token that continues a valid SID, -inf on the tokens the
+    SID trie does not allow there; 0 elsewhere (titles, EOS, padding are left alone).
+
+    >>> trie_mask(SIDTrie([(1, 2), (1, 3)]), [[1, 2, 0]], 3, 4, "cpu")[0]
+    tensor([[-inf, 0., -inf, -inf],
+            [-inf, -inf, 0., 0.],
+            [0., 0., 0., 0.]])
+    """
+    mask = torch.zeros((len(completions), depth, vocab_size), device=device)
+    for n, c in enumerate(completions):
+        for j, token in enumerate(c[:depth]):
+            allowed = trie.allowed(tuple(c[:j]))
+            if token in allowed:
+                mask[n, j] = float("-inf")
+                mask[n, j, allowed] = 0.0
+    return mask
+
+
+def summed_loss(model, batch: Sequence[Example], trie: Optional[SIDTrie] = None) -> LossSum:
+    """Sum of the completion tokens' cross-entropy over a micro-batch, and how many tokens it covers.
+
+    With `trie` (`SFTConfig.loss_over == "trie"`), each SID token's softmax runs over the tokens the trie allows
+    after its prefix only: the model spends no capacity on memorising which codes exist (decoding is constrained
+    to the trie anyway) and all of it on ranking the real items.
+    """
     out = completion_logits(model, [e.prompt for e in batch], [e.completion for e in batch])
-    loss = torch.nn.functional.cross_entropy(out.logits[out.mask], out.targets[out.mask], reduction="sum")
+    logits = out.logits
+    if trie is not None:
+        logits = logits + trie_mask(trie, [e.completion for e in batch], logits.shape[1], logits.shape[2],
+                                    logits.device)
+    loss = torch.nn.functional.cross_entropy(logits[out.mask], out.targets[out.mask], reduction="sum")
     return LossSum(loss, int(out.mask.sum()))
 
 
 def train_step(bundle: ModelBundle, data: list[Example], cfg: SFTConfig, step: int,
-               optimizer: torch.optim.Optimizer) -> float:
+               optimizer: torch.optim.Optimizer, trie: Optional[SIDTrie] = None) -> float:
     """One optimizer step over `grad_accum` micro-batches; returns the mean completion-token loss."""
     micro = [[data[i] for i in batch_indices(len(data), cfg.batch_size, cfg.seed, step * cfg.grad_accum + a)]
              for a in range(cfg.grad_accum)]
@@ -184,7 +219,7 @@ def train_step(bundle: ModelBundle, data: list[Example], cfg: SFTConfig, step: i
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for batch in micro:
-        loss, _ = summed_loss(bundle.model, batch)
+        loss, _ = summed_loss(bundle.model, batch, trie)
         (loss / n_tokens).backward()
         total += loss.item()
     if cfg.max_grad_norm > 0:
@@ -266,7 +301,7 @@ def log_step(state: TrainState, loss: float, lr: float, cfg: SFTConfig, evaluate
 
 def train(bundle: ModelBundle, examples: Sequence[tuple[str, str]], cfg: SFTConfig, out_dir: str | Path | None = None,
           progress: bool = True, resume: bool = True, stop_after: int | None = None,
-          eval_examples: Sequence[tuple[str, str]] = ()) -> SFTResult:
+          eval_examples: Sequence[tuple[str, str]] = (), trie: Optional[SIDTrie] = None) -> SFTResult:
     """Fine-tune `bundle.model` in place on (prompt, completion) pairs, the loss on the completion only.
 
     With `out_dir`, a checkpoint is written every `checkpoint_every` steps and at the end, plus the loss history
@@ -276,6 +311,9 @@ def train(bundle: ModelBundle, examples: Sequence[tuple[str, str]], cfg: SFTConf
     started = time.perf_counter()
     if not examples:
         raise ValueError("sft.train: examples is empty; pass (prompt, completion) pairs")
+    if cfg.loss_over == "trie" and trie is None:
+        raise ValueError("sft.train: SFTConfig.loss_over='trie' needs the SID trie: pass "
+                         "trie=recommend.sid_trie(bundle, table), or set loss_over='vocabulary'")
     data = encode_examples(bundle.tokenizer, examples, cfg.max_length)
     held_out = encode_examples(bundle.tokenizer, eval_examples, cfg.max_length).examples if eval_examples else []
     evaluate = (lambda: eval_loss(bundle, held_out, cfg.eval_batch_size)) if held_out else None
@@ -287,7 +325,8 @@ def train(bundle: ModelBundle, examples: Sequence[tuple[str, str]], cfg: SFTConf
         if resume and checkpoint is not None and checkpoint.is_file():
             state = load_checkpoint(checkpoint, bundle, optimizer, cfg)
         first, last = state.step, min(cfg.max_steps, stop_after if stop_after is not None else cfg.max_steps)
-        run_steps(bundle, data.examples, cfg, optimizer, state, last, checkpoint, progress, evaluate)
+        run_steps(bundle, data.examples, cfg, optimizer, state, last, checkpoint, progress, evaluate,
+                  trie if cfg.loss_over == "trie" else None)
     if out_dir is not None:
         write_outputs(Path(out_dir), bundle, optimizer, state, cfg)
     ran = state.step - first
@@ -297,11 +336,11 @@ def train(bundle: ModelBundle, examples: Sequence[tuple[str, str]], cfg: SFTConf
 
 
 def run_steps(bundle, data, cfg, optimizer, state: TrainState, last: int, checkpoint: Path | None,
-              progress: bool, evaluate) -> None:
+              progress: bool, evaluate, trie: Optional[SIDTrie] = None) -> None:
     """The training loop proper: steps `state.step` .. `last` - 1, checkpointing on the way."""
     bar = tqdm(total=last, initial=state.step, disable=not progress, desc="sft")
     while state.step < last:
-        loss = train_step(bundle, data, cfg, state.step, optimizer)
+        loss = train_step(bundle, data, cfg, state.step, optimizer, trie)
         log_step(state, loss, optimizer.param_groups[0]["lr"], cfg, evaluate)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")

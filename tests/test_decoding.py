@@ -61,13 +61,16 @@ def test_wide_beam_finds_the_exact_top_k_by_model_log_prob(bundle, sids, prompt)
     """With a beam as wide as the trie, beam search must agree with scoring every SID exhaustively."""
     trie = decoding.SIDTrie.from_sids(bundle.tokenizer, sids)
     top_k = min(3, len(sids))
-    ranked = decoding.beam_search(bundle.model, bundle.tokenizer, [prompt], trie, num_beams=len(sids), top_k=top_k)[0]
-    with torch.no_grad():
-        exact = decoding.token_logprobs(bundle.model, bundle.tokenizer, [prompt] * len(sids), sids)
-    truth = dict(zip(sids, exact.logprobs.sum(1).tolist()))
-    best = sorted(truth.values(), reverse=True)[:top_k]
-    assert [r.score for r in ranked] == pytest.approx(best, abs=1e-4)
-    assert all(r.score == pytest.approx(truth[r.sid], abs=1e-4) for r in ranked)
+    for over_trie in (True, False):  # constrained policy (the default) and the plain softmax
+        ranked = decoding.beam_search(bundle.model, bundle.tokenizer, [prompt], trie, num_beams=len(sids),
+                                      top_k=top_k, over_trie=over_trie)[0]
+        with torch.no_grad():
+            exact = decoding.token_logprobs(bundle.model, bundle.tokenizer, [prompt] * len(sids), sids,
+                                            trie=trie if over_trie else None)
+        truth = dict(zip(sids, exact.logprobs.sum(1).tolist()))
+        best = sorted(truth.values(), reverse=True)[:top_k]
+        assert [r.score for r in ranked] == pytest.approx(best, abs=1e-4)
+        assert all(r.score == pytest.approx(truth[r.sid], abs=1e-4) for r in ranked)
 
 
 @SETTINGS

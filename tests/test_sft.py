@@ -158,3 +158,24 @@ def test_config_errors_name_the_field():
         sft.SFTConfig(max_steps=5, warmup_steps=5)
     with pytest.raises(ValueError, match="lr"):
         sft.SFTConfig(lr=0)
+
+
+def test_trie_loss_normalises_over_valid_codes_only(tiny_prepared):
+    from conrec_lib import model, recommend, sft, tasks
+    from conrec_lib.prompts import PromptConfig
+    prepared, tokenized = tiny_prepared
+    table = tokenized.sids.table
+    examples = tasks.next_negative_examples(prepared, table, PromptConfig(), "train", max_examples=32)
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, hidden_size=32, num_layers=1, num_heads=2,
+                                                intermediate_size=64), table.vocabulary(), [e.prompt for e in examples])
+    trie = recommend.sid_trie(bundle, table)
+    encoded = sft.encode_examples(bundle.tokenizer, tasks.pairs(examples), 512).examples
+    full, n = sft.summed_loss(bundle.model, encoded[:8])
+    over_trie, m = sft.summed_loss(bundle.model, encoded[:8], trie)
+    assert n == m and over_trie.item() < full.item()  # fewer competitors per token: never a larger loss
+    with pytest.raises(ValueError, match="needs the SID trie"):
+        sft.train(bundle, tasks.pairs(examples), sft.SFTConfig(max_steps=2, warmup_steps=0, loss_over="trie"),
+                  progress=False)
+    result = sft.train(bundle, tasks.pairs(examples), sft.SFTConfig(max_steps=30, warmup_steps=2, lr=3e-3,
+                                                                    loss_over="trie"), progress=False, trie=trie)
+    assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
