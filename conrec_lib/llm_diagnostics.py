@@ -138,7 +138,7 @@ def shuffled(prompts: Sequence[str], seed: int = 0) -> list[str]:
 # --- all of it, for one evaluated model -----------------------------------------------------------------
 
 def diagnose(bundle: ModelBundle, prepared: PreparedData, tokenized: Tokenized, result: EvalResult, k: int = 20,
-             n_mass_prompts: int = 20, batch_size: int = 16, seed: int = 0) -> Diagnostics:
+             n_mass_prompts: int = 10, batch_size: int = 16, seed: int = 0) -> Diagnostics:
     """The four diagnostics of a model already scored by `recommend.evaluate_model` (its prompts, test rows and
     predictions); the context test runs one more beam search, on the shuffled prompts, with each row's own
     exclusions (the candidate rule belongs to the user, only the prompt changes)."""

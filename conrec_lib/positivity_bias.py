@@ -96,7 +96,7 @@ class BiasConfig:
     k: int = 20  # paper: top-20
     beam_batch_size: int = 32
     attention_prompts: int = 32  # test prompts averaged by attention_share
-    diagnose_models: bool = True  # llm_diagnostics of every variant (one more beam search each, shuffled histories)
+    diagnose_models: bool = True  # llm_diagnostics of the LC-Rec variants (one more beam search each, shuffled histories)
     diagnostics_prompts: int = 10  # prompts whose valid-SID mass is summed exactly over every SID
     # Part 1
     swing: SwingConfig = dataclasses.field(default_factory=SwingConfig)
@@ -385,7 +385,7 @@ def train_variant(base: ModelBundle, examples: Sequence[tasks.Example], cfg: Bia
 
 
 def evaluate_variant(bundle: ModelBundle, prepared: PreparedData, tokenized, cfg: BiasConfig, positives: bool,
-                     progress: bool) -> EvalResult:
+                     progress: bool, diagnose: bool = False) -> EvalResult:
     """`recommend.evaluate_model` on the test rows, with or without the positive section, plus diagnostics."""
     prompt_cfg = dataclasses.replace(cfg.prompt, include_positives=positives)
     result = recommend.evaluate_model(bundle, prepared, tokenized, prompt_cfg, cfg.k, cfg.max_test_examples,
@@ -394,7 +394,7 @@ def evaluate_variant(bundle: ModelBundle, prepared: PreparedData, tokenized, cfg
     context_free = recommend.predict(bundle, [empty_prompt(bundle, cfg.prompt)],
                                      recommend.sid_trie(bundle, tokenized.sids.table), tokenized.sids.table, cfg.k)
     result.metrics["context_overlap"] = overlap(result.predictions, context_free[0], cfg.k)
-    if cfg.diagnose_models:
+    if diagnose:
         result.metrics["diagnostics"] = llm_diagnostics.diagnose(
             bundle, prepared, tokenized, result, cfg.k, cfg.diagnostics_prompts, cfg.beam_batch_size, cfg.seed).as_dict()
     return result
@@ -511,7 +511,7 @@ def run_variants(prepared: PreparedData, tokenized, sets: ExampleSets, cfg: Bias
         histories[name] = fit.history
         for label, positives in EVALUATIONS[name]:
             evaluations[label] = timed(timings, f"{label}_eval", evaluate_variant, bundle, prepared, tokenized,
-                                       cfg, positives, progress)
+                                       cfg, positives, progress, cfg.diagnose_models and name != "genrec")
         if name != "neg_only":
             shown = evaluations[f"{name}_neg_pos" if name == "genrec" else name].prompts[:cfg.attention_prompts]
             attention[name] = timed(timings, f"{name}_attention", mean_attention_share, bundle, shown)

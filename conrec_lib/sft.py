@@ -47,7 +47,9 @@ class SFTConfig:
     warmup_steps: int = 10  # GPU: 100
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
     # loss: "vocabulary" = softmax over every token; "trie" = each SID token's softmax over the codes the SID
-    # trie allows after its prefix (`summed_loss`), as constrained decoding scores them
+    # trie allows after its prefix (`summed_loss`), as constrained decoding scores them. Measured (tiny, warm-up
+    # recipe of notebook 04, 1000 steps, 200 test rows): "trie" fits faster (loss 1.50 vs 2.11) but leans on the
+    # items' popularity: FHR@20 0.195 with no gain from the user's history, against 0.23 (+0.025) for "vocabulary"
     loss_over: str = "vocabulary"
     # data
     max_length: int = 512  # prompt + completion tokens; longer prompts lose their oldest (leftmost) tokens

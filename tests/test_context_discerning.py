@@ -107,7 +107,7 @@ def test_with_steps_sets_both_phases_and_keeps_lr_warmup_below_the_run():
     cfg = cd.ContextConfig().with_steps(6, 4)
     assert (cfg.sft.max_steps, cfg.warmup.max_steps) == (6, 4)
     assert cfg.sft.warmup_steps < 6 and cfg.warmup.warmup_steps < 4
-    assert cd.ContextConfig().with_steps(800, 1000) == cd.ContextConfig()
+    assert cd.ContextConfig().with_steps(600, 1000) == cd.ContextConfig()
 
 
 def test_warmup_examples_cover_the_windows_negatives_with_one_prompt_per_row():
