@@ -132,7 +132,13 @@ def test_06_evaluation_on_the_simulator(smoke_run):
     tutorial = m["results"]["simulator (tutorial run)"]
     assert {"most_disliked", "swing", "sasrec", "tiger", "lc-rec (neg)", "conrec"} <= set(tutorial)
     assert set(m["results"]["simulator"]) == {"most_disliked", "swing", "item_knn", "category_block", "sasrec",
-                                              "tiger"}
+                                              "tiger", "oracle", "own_negatives"}
+    head = m["headline"]
+    assert {"n_rows", "best_baseline", "best_baseline_fhr", "conrec_fhr", "ratio", "ratio_ci95", "oracle_fhr",
+            "gap_closed", "context_gain", "context_gain_ci95", "valid_sid_mass"} <= set(head)
+    assert head["best_baseline"] not in ("oracle", "own_negatives") and head["n_rows"] == 12
+    assert head["conrec_fhr"] == pytest.approx(tutorial["conrec"]["FHR@20"])
+    assert head["oracle_fhr"] >= head["most_disliked_fhr"]
     assert set(m["ab_test"]) == {"control", "conrec filter", "most-disliked filter", "category rule"}
     assert m["ab_test"]["control"]["filter_rate"] == 0
     assert -1 <= m["theta"] <= 1 and m["relative_to_best_baseline"]["FHR@20"]["best_baseline"] in tutorial
