@@ -100,8 +100,10 @@ def _encode(ds: Dataset, cfg: EmbedConfig, progress: bool, interactions: Optiona
     if cfg.encoder == "collaborative":
         return collaborative_embeddings(ds, _checked(interactions, ds), cfg)
     model = load_sentence_encoder(cfg)
+    # no bar from sentence-transformers: its tqdm.autonotebook bar is a widget that saved notebooks show frozen at 0%
+    # (one call keeps its length-sorted batches, so the vectors do not depend on how the call is split)
     return model.encode(item_texts(ds, cfg.text_columns), batch_size=cfg.batch_size,
-                        show_progress_bar=progress, convert_to_numpy=True)
+                        show_progress_bar=False, convert_to_numpy=True)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
