@@ -12,7 +12,10 @@ LEVELS, CODES = "abcd", 3
 SID_TOKENS = [f"<{level}_{code}>" for level in LEVELS for code in range(CODES)]
 ALL_CODES = list(itertools.product(range(CODES), repeat=len(LEVELS)))
 PROMPT_TEXT = st.text(alphabet="abc xyz.", min_size=0, max_size=30)
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so a CI failure reproduces here. Scores are float32 sums over up to
+# four levels, computed batched in one place and one-by-one in the other: compare them to a relative 1e-4 as well.
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def sid(codes) -> str:
@@ -69,8 +72,8 @@ def test_wide_beam_finds_the_exact_top_k_by_model_log_prob(bundle, sids, prompt)
                                             trie=trie if over_trie else None)
         truth = dict(zip(sids, exact.logprobs.sum(1).tolist()))
         best = sorted(truth.values(), reverse=True)[:top_k]
-        assert [r.score for r in ranked] == pytest.approx(best, abs=1e-4)
-        assert all(r.score == pytest.approx(truth[r.sid], abs=1e-4) for r in ranked)
+        assert [r.score for r in ranked] == pytest.approx(best, rel=1e-4, abs=1e-4)
+        assert all(r.score == pytest.approx(truth[r.sid], rel=1e-4, abs=1e-4) for r in ranked)
 
 
 @SETTINGS
@@ -147,7 +150,7 @@ def test_padding_does_not_change_results(bundle):
     alone = decoding.beam_search(bundle.model, bundle.tokenizer, ["abc"], trie, num_beams=5, top_k=5)[0]
     batched = decoding.beam_search(bundle.model, bundle.tokenizer, ["abc", "xyz abc " * 10], trie, 5, 5)[0]
     assert [r.sid for r in alone] == [r.sid for r in batched]
-    assert [r.score for r in alone] == pytest.approx([r.score for r in batched], abs=1e-4)
+    assert [r.score for r in alone] == pytest.approx([r.score for r in batched], rel=1e-4, abs=1e-4)
 
 
 def test_trie_rejects_sids_that_are_not_whole_tokens_or_not_prefix_free(bundle):
