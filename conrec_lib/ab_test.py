@@ -46,6 +46,7 @@ from conrec_lib.progress import tqdm
 
 from conrec_lib import baselines, data, deployment
 from conrec_lib import simulate as sim
+from conrec_lib.configs import check_types
 
 METRICS = ("negative_rate", "positive_rate", "filter_rate", "false_filter_rate", "filtered_negative_rate",
            "coverage", "exposure_gini", "exposure_entropy", "n_exposures", "n_filtered")
@@ -60,6 +61,7 @@ class ABConfig:
     seeds: tuple[int, ...] = (0, 1, 2)  # one random stream per seed, shared by every arm (GPU: range(10))
 
     def __post_init__(self) -> None:
+        check_types(self)
         self.seeds = tuple(int(s) for s in self.seeds)
         if self.n_days < 1:
             raise ValueError(f"ABConfig.n_days={self.n_days}: run at least one day (e.g. 3)")

@@ -45,6 +45,7 @@ import torch
 from conrec_lib.progress import tqdm
 
 from conrec_lib import decoding, prompts, tasks
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.model import ModelBundle, encode_completion, encode_prompt
 from conrec_lib.semantic_ids import SIDTable
@@ -70,6 +71,7 @@ class AlignmentConfig:
     answer: str = "sid"
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.min_dislikes < 1 or self.questions_per_item < 1:
             raise ValueError(f"AlignmentConfig: min_dislikes={self.min_dislikes} and questions_per_item="
                              f"{self.questions_per_item} must be >= 1")

@@ -27,6 +27,7 @@ from conrec_lib import (ab_test, dataprep, deployment, evaluation, hardware, ite
                         llm_models, metrics as m_, recommend, runs, tasks)
 from conrec_lib import simulate as sim
 from conrec_lib.ab_test import ABConfig
+from conrec_lib.configs import check_types
 from conrec_lib.evaluation import EvaluationConfig, SubRun
 from conrec_lib.llm_models import PipelineConfig
 from conrec_lib.prompts import PromptConfig
@@ -58,6 +59,7 @@ class AssessmentConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not 0 < self.max_positives_filtered < 1:
             raise ValueError(f"AssessmentConfig.max_positives_filtered={self.max_positives_filtered}: use a share "
                              "in (0, 1), e.g. 0.05")
@@ -82,7 +84,7 @@ class RunComparison:
         table = pd.DataFrame(self.metrics).T[list(METRICS)].astype(float)
         if "oracle" in table.index:
             floor, ceiling = table.loc["most_disliked", "FHR@20"], table.loc["oracle", "FHR@20"]
-            table["gap closed"] = [evaluation.gap_closed(v, floor, ceiling) for v in table["FHR@20"]]
+            table["gap closed"] = [m_.gap_closed(v, floor, ceiling) for v in table["FHR@20"]]
         return table
 
 
@@ -133,7 +135,7 @@ def headline(comparison: RunComparison, k: int = 20, seed: int = 0) -> dict:
            "most_disliked_fhr": float(hit["most_disliked"].mean())}
     if "oracle" in hit:
         out["oracle_fhr"] = float(hit["oracle"].mean())
-        out["gap_closed"] = evaluation.gap_closed(out["conrec_fhr"], out["most_disliked_fhr"], out["oracle_fhr"])
+        out["gap_closed"] = m_.gap_closed(out["conrec_fhr"], out["most_disliked_fhr"], out["oracle_fhr"])
     if "own_negatives" in hit:
         out["own_negatives_fhr"] = float(hit["own_negatives"].mean())
     if d is not None:
@@ -206,24 +208,24 @@ class AssessmentResult:
 def assess(cfg: AssessmentConfig, run: runs.Run, progress: bool = True) -> AssessmentResult:
     """The four parts of the module docstring; writes metrics.json last (`results`, `ab_test`, ...)."""
     started = time.perf_counter()
-    run.start(STAGE, cfg)
-    hook = llm_models.Pipeline(cfg.pipeline) if cfg.llm_on_datasets else None
-    with hardware.cpu_threads(cfg.num_threads):
-        comparison = compare_on_run(cfg, run, progress)
-        datasets = evaluation.evaluate(cfg.evaluation, run, hook, progress)
-        curve = filter_curve(comparison)
-        theta = deployment.pick_theta(curve, cfg.max_positives_filtered)
-        world = world_of(comparison.sub)
-        ab = ab_test.run_ab_test(world, ab_arms(comparison.sub, world, theta, progress), cfg.ab, progress)
-    results = {TUTORIAL: comparison.metrics} | evaluation.nested_means(datasets.tidy)
-    metrics = {"headline": headline(comparison, cfg.evaluation.k, cfg.seed),
-               "results": {d: {m: {k: s[k] for k in METRICS} for m, s in models.items()}
-                           for d, models in results.items()},
-               "relative_to_best_baseline": relative_to_best(comparison),
-               "conrec_diagnostics": comparison.diagnostics.as_dict(),
-               "theta": theta, "tradeoff_curve": curve.to_dict(orient="records"), "ab_test": ab.to_json(),
-               "seconds": round(time.perf_counter() - started, 1)}
-    run.finish(STAGE, metrics)
+    with run.building(STAGE, cfg):
+        hook = llm_models.Pipeline(cfg.pipeline) if cfg.llm_on_datasets else None
+        with hardware.cpu_threads(cfg.num_threads):
+            comparison = compare_on_run(cfg, run, progress)
+            datasets = evaluation.evaluate(cfg.evaluation, run, hook, progress)
+            curve = filter_curve(comparison)
+            theta = deployment.pick_theta(curve, cfg.max_positives_filtered)
+            world = world_of(comparison.sub)
+            ab = ab_test.run_ab_test(world, ab_arms(comparison.sub, world, theta, progress), cfg.ab, progress)
+        results = {TUTORIAL: comparison.metrics} | evaluation.nested_means(datasets.tidy)
+        metrics = {"headline": headline(comparison, cfg.evaluation.k, cfg.seed),
+                   "results": {d: {m: {k: s[k] for k in METRICS} for m, s in models.items()}
+                               for d, models in results.items()},
+                   "relative_to_best_baseline": relative_to_best(comparison),
+                   "conrec_diagnostics": comparison.diagnostics.as_dict(),
+                   "theta": theta, "tradeoff_curve": curve.to_dict(orient="records"), "ab_test": ab.to_json(),
+                   "seconds": round(time.perf_counter() - started, 1)}
+        run.finish(STAGE, metrics)
     return AssessmentResult(metrics, comparison, datasets, curve, ab)
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from conrec_lib import data, swing, tasks
+from conrec_lib.configs import check_types
 from conrec_lib.tasks import history_items, history_sequences  # the users' histories, one home
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.swing import SwingConfig
@@ -60,6 +61,7 @@ class BaselineConfig:
     backfill: bool = True  # top up short lists with the most-disliked items (module docstring)
 
     def __post_init__(self) -> None:
+        check_types(self)
         self.block_columns = tuple(self.block_columns)
         for name in ("recent_negatives", "knn_top_k", "block_min_negatives"):
             if getattr(self, name) < 1:

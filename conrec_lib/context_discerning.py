@@ -32,6 +32,7 @@ import pandas as pd
 from conrec_lib import (alignment, dataprep, hardware, item_tokenizer, llm_diagnostics, model, recommend, runs,
                         semantic_ids, sft, tasks, translation)
 from conrec_lib.alignment import AlignmentConfig
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.item_tokenizer import Tokenized
 from conrec_lib.model import ModelBundle, ModelConfig
@@ -148,6 +149,7 @@ class ContextConfig:
         return cls(**{"model": ModelConfig(name=name, lora=True), **sft_lr, **fields})
 
     def __post_init__(self) -> None:
+        check_types(self)
         if set(self.ratios) - {"translation", "alignment"} or self.ratios.get("alignment", 0) <= 0:
             raise ValueError(f"ContextConfig.ratios={self.ratios}: use keys 'translation' and 'alignment', with "
                              "alignment > 0 (translation_only is the other variant), e.g. {'translation': 0.5, "
@@ -167,9 +169,8 @@ class ContextConfig:
 
     def with_steps(self, context_steps: int, warmup_steps: int) -> "ContextConfig":
         """A copy with these step counts; learning-rate warm-up shortened to at most a tenth of a short run."""
-        def steps(cfg: SFTConfig, n: int) -> SFTConfig:
-            return dataclasses.replace(cfg, max_steps=n, warmup_steps=min(cfg.warmup_steps, n // 10))
-        return dataclasses.replace(self, sft=steps(self.sft, context_steps), warmup=steps(self.warmup, warmup_steps))
+        return dataclasses.replace(self, sft=sft.with_steps(self.sft, context_steps),
+                                   warmup=sft.with_steps(self.warmup, warmup_steps))
 
     def variant_ratios(self, variant: str) -> dict[str, float]:
         if variant not in VARIANTS:
@@ -267,21 +268,21 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
     """
     started = time.perf_counter()
     prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
-    stage = run.start(STAGE, cfg)
-    data = data if data is not None else build_tasks(cfg, prepared, tokenized.sids.table)
-    with hardware.cpu_threads(cfg.num_threads):
-        outcomes = {v: run_variant(v, cfg, data, prepared, tokenized, stage / v, progress) for v in VARIANTS}
-    metrics = {v: o.metrics for v, o in outcomes.items()}
-    after, later = metrics[FINAL]["align_acc"], metrics[FINAL]["align_acc_after_warmup"]
-    rate = alignment.forgetting_rate(after, later) if after > 0 else float("nan")  # undefined: nothing learnt
-    metrics["forgetting"] = {"after_alignment": after, "after_warmup": later, "rate": rate}
-    metrics["chance_align_acc"] = 1 / (cfg.alignment.n_distractors + 1)
-    metrics["dislike_rate_align_acc"] = alignment.dislike_rate_accuracy(prepared, data.align_eval)
-    metrics["n_examples"] = {"translation": len(data.train["translation"]), "alignment": len(data.train["alignment"]),
-                             "warmup": len(data.warmup), "align_eval": len(data.align_eval),
-                             "translation_eval": len(data.translation_eval)}
-    metrics["seconds"] = round(time.perf_counter() - started, 1)
-    run.finish(STAGE, metrics)
+    with run.building(STAGE, cfg) as stage:
+        data = data if data is not None else build_tasks(cfg, prepared, tokenized.sids.table)
+        with hardware.cpu_threads(cfg.num_threads):
+            outcomes = {v: run_variant(v, cfg, data, prepared, tokenized, stage / v, progress) for v in VARIANTS}
+        metrics = {v: o.metrics for v, o in outcomes.items()}
+        after, later = metrics[FINAL]["align_acc"], metrics[FINAL]["align_acc_after_warmup"]
+        rate = alignment.forgetting_rate(after, later) if after > 0 else float("nan")  # undefined: nothing learnt
+        metrics["forgetting"] = {"after_alignment": after, "after_warmup": later, "rate": rate}
+        metrics["chance_align_acc"] = 1 / (cfg.alignment.n_distractors + 1)
+        metrics["dislike_rate_align_acc"] = alignment.dislike_rate_accuracy(prepared, data.align_eval)
+        metrics["n_examples"] = {"translation": len(data.train["translation"]),
+                                 "alignment": len(data.train["alignment"]), "warmup": len(data.warmup),
+                                 "align_eval": len(data.align_eval), "translation_eval": len(data.translation_eval)}
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        run.finish(STAGE, metrics)
     return ContextResult(metrics, {v: o.histories for v, o in outcomes.items()}, outcomes[FINAL].bundle, data)
 
 
@@ -336,8 +337,7 @@ def comparison_table(metrics: dict) -> pd.DataFrame:
 
 def diagnostics_table(metrics: dict) -> pd.DataFrame:
     """Both variants' LLM diagnostics after the warm-up (`llm_diagnostics.table`)."""
-    return llm_diagnostics.table({v: llm_diagnostics.Diagnostics.from_dict(metrics[v]["diagnostics"])
-                                  for v in VARIANTS})
+    return llm_diagnostics.table({v: metrics[v]["diagnostics"] for v in VARIANTS})
 
 
 def forgetting_table(metrics: dict) -> pd.DataFrame:

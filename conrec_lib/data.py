@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from conrec_lib import runs
+from conrec_lib import artifacts, runs
 
 FEEDBACK = ("positive", "negative", "exposure")
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "day", "feedback", "raw_label")
@@ -85,13 +85,33 @@ def validate(ds: Dataset) -> None:
     for col in ("user_id", "item_id", "timestamp", "day"):
         if not pd.api.types.is_integer_dtype(inter[col]):
             raise ValueError(f"{ds.name}: interactions.{col} must be integer, found {inter[col].dtype}")
-    if not np.array_equal(items["item_id"].to_numpy(), np.arange(len(items))):
-        raise ValueError(f"{ds.name}: items.item_id must be 0..n_items-1 in order; re-index with data.reindex()")
-    if inter["item_id"].min() < 0 or inter["item_id"].max() >= len(items):
-        raise ValueError(f"{ds.name}: interactions reference item ids outside the items table")
+    _check_ids(ds)
     missing_attrs = [a for a in ds.attributes if a not in items.columns]
     if missing_attrs:
         raise ValueError(f"{ds.name}: attributes {missing_attrs} are not columns of the items table")
+
+
+def _check_ids(ds: Dataset) -> None:
+    """User and item ids are contiguous 0..n-1 (items: the rows of the items table); raise naming the value."""
+    fix = "re-index the raw ids with data.reindex()"
+    item_ids = ds.items["item_id"].to_numpy()
+    wrong = np.flatnonzero(item_ids != np.arange(len(item_ids)))
+    if len(wrong):
+        raise ValueError(f"{ds.name}: items.item_id must be 0..n_items-1 in row order; row {wrong[0]} has "
+                         f"{item_ids[wrong[0]]}; {fix}")
+    used = ds.interactions["item_id"].to_numpy()
+    outside = used[(used < 0) | (used >= len(item_ids))]
+    if len(outside):
+        raise ValueError(f"{ds.name}: interactions.item_id has {outside[0]}, outside 0..{len(item_ids) - 1} (the "
+                         f"rows of the items table); {fix}")
+    users = np.unique(ds.interactions["user_id"].to_numpy())
+    if users[0] < 0:
+        raise ValueError(f"{ds.name}: interactions.user_id must be 0..n_users-1; it has the negative id "
+                         f"{users[0]}; {fix}")
+    if users[-1] != len(users) - 1:
+        gap = int(np.flatnonzero(users != np.arange(len(users)))[0])  # the first id no row uses
+        raise ValueError(f"{ds.name}: interactions.user_id must be 0..n_users-1 without gaps; {len(users)} users "
+                         f"have ids up to {users[-1]} but no row has user {gap}; {fix}")
 
 
 def item_facets(ds: Dataset) -> list[frozenset[str]]:
@@ -151,8 +171,8 @@ def load(folder: str | Path) -> Dataset:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{folder}: no dataset.json; this folder was not written by data.save()")
     meta = runs.read_json(meta_path)
-    gt = pd.read_parquet(folder / "ground_truth.parquet") if meta["has_ground_truth"] else None
-    return Dataset(name=meta["name"], interactions=pd.read_parquet(folder / "interactions.parquet"),
-                   items=pd.read_parquet(folder / "items.parquet"), licence=meta["licence"],
+    gt = artifacts.read(pd.read_parquet, folder / "ground_truth.parquet") if meta["has_ground_truth"] else None
+    return Dataset(name=meta["name"], interactions=artifacts.read(pd.read_parquet, folder / "interactions.parquet"),
+                   items=artifacts.read(pd.read_parquet, folder / "items.parquet"), licence=meta["licence"],
                    citation=meta["citation"], attributes=tuple(meta["attributes"]),
                    text_is_standin=meta["text_is_standin"], ground_truth=gt)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from conrec_lib import data, exploration, loaders, runs, splits
+from conrec_lib.configs import check_types
 
 STAGE = "01_data"
 DATASETS = ("simulated", "kuairand", "movielens", "csv")
@@ -28,6 +29,7 @@ class DataConfig:
     split_mode: str = "auto"  # global | per_user | auto (per_user for MovieLens, whose users rate in one session)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.dataset not in DATASETS:
             raise ValueError(f"DATASET={self.dataset!r} is not known; use one of {DATASETS}")
         if self.dataset != "simulated" and not self.path:
@@ -61,13 +63,13 @@ def load_dataset(cfg: DataConfig) -> data.Dataset:
 
 def prepare(cfg: DataConfig, run: runs.Run, progress: bool = True) -> PreparedData:
     """Load, split, save dataset + split, and write the summary `metrics.json` (last)."""
-    stage = run.start(STAGE, cfg)
-    ds = load_dataset(cfg)
-    split = splits.make_split(ds, cfg.split_config())
-    data.save(ds, stage / "dataset")
-    splits.save_split(split, stage / "split")
-    metrics = exploration.summary(ds, split)
-    run.finish(STAGE, metrics)
+    with run.building(STAGE, cfg) as stage:
+        ds = load_dataset(cfg)
+        split = splits.make_split(ds, cfg.split_config())
+        data.save(ds, stage / "dataset")
+        splits.save_split(split, stage / "split")
+        metrics = exploration.summary(ds, split)
+        run.finish(STAGE, metrics)
     return PreparedData(ds, split, metrics)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from conrec_lib import metrics, recommend, tasks
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.model import ModelBundle
 from conrec_lib.prompts import PromptConfig
@@ -34,6 +35,7 @@ class FilterConfig:
     k: int = 20  # the first k predicted items form the set (paper: top-20 SIDs of beam search)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not math.isfinite(self.theta):
             raise ValueError(f"FilterConfig.theta={self.theta}: use a finite number (cosines lie in [-1, 1]; "
                              "theta >= 1 filters nothing, theta < -1 filters every candidate)")

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from conrec_lib import runs
+from conrec_lib import artifacts, runs
+from conrec_lib.configs import check_types
 from conrec_lib.hardware import resolve_device
 from conrec_lib.model import quiet_hub_progress
 from conrec_lib.data import FEEDBACK, Dataset
@@ -58,6 +59,7 @@ class EmbedConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self)
         self.text_columns = tuple(self.text_columns)
         self.feedback_weights = tuple((str(k), float(w)) for k, w in dict(self.feedback_weights).items())
         if not self.encoder:
@@ -86,7 +88,7 @@ def embed_items(ds: Dataset, cfg: EmbedConfig, cache_dir: Optional[Path] = None,
     if cache_dir is not None:
         path = Path(cache_dir) / f"{_slug(cfg.encoder)}_{cache_key(ds, cfg, interactions)[:20]}.npy"
         if path.is_file():
-            return np.load(path)
+            return artifacts.read(np.load, path)
     vectors = _normalise(_encode(ds, cfg, progress, interactions))
     if path is not None:
         with runs.atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -14,7 +14,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from conrec_lib import data, dataprep, embeddings, runs, semantic_ids, splits
+from conrec_lib import artifacts, data, dataprep, embeddings, runs, semantic_ids, splits
+from conrec_lib.configs import check_types
 from conrec_lib.embeddings import EmbedConfig
 from conrec_lib.quantizer import SIDConfig
 
@@ -29,6 +30,9 @@ class TokenizerConfig:
     embed: EmbedConfig = dataclasses.field(default_factory=EmbedConfig)
     sid: SIDConfig = dataclasses.field(default_factory=SIDConfig)
     compare: bool = True  # also build the other quantizer (rqvae <-> rqkmeans) for a side-by-side table
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
     @classmethod
     def for_dataset(cls, ds: data.Dataset, embedder: str = "auto", **sid_fields) -> "TokenizerConfig":
@@ -70,28 +74,28 @@ def tokenize(cfg: TokenizerConfig, run: runs.Run, progress: bool = True) -> Toke
     """Embed the items of notebook 01's dataset, build SIDs, save everything, write metrics last."""
     prepared = dataprep.load_prepared(run)
     ds = prepared.dataset
-    stage = run.start(STAGE, cfg)
-    x = embeddings.embed_items(ds, cfg.embed, cache_dir=run.root / "cache" / "embeddings", progress=progress,
-                               interactions=training_interactions(prepared.split))
-    categories = ds.items["category"].astype(str).tolist()
-    result, seconds = _timed_build(x, cfg.sid, categories, progress)
-    semantic_ids.save(result, stage / "sids")
-    np.save(stage / "item_embeddings.npy", x)
-    metrics = {"quantizer": cfg.sid.quantizer, "encoder": cfg.embed.encoder, "embedding_dim": int(x.shape[1]),
-               **_summary(result, seconds)}
-    alternative = None
-    if cfg.compare:
-        other = dataclasses.replace(cfg.sid, quantizer=OTHER[cfg.sid.quantizer])
-        alternative, alt_seconds = _timed_build(x, other, categories, progress)
-        metrics["comparison"] = {other.quantizer: _summary(alternative, alt_seconds)}
-    run.finish(STAGE, metrics)
+    with run.building(STAGE, cfg) as stage:
+        x = embeddings.embed_items(ds, cfg.embed, cache_dir=run.root / "cache" / "embeddings", progress=progress,
+                                   interactions=training_interactions(prepared.split))
+        categories = ds.items["category"].astype(str).tolist()
+        result, seconds = _timed_build(x, cfg.sid, categories, progress)
+        semantic_ids.save(result, stage / "sids")
+        np.save(stage / "item_embeddings.npy", x)
+        metrics = {"quantizer": cfg.sid.quantizer, "encoder": cfg.embed.encoder, "embedding_dim": int(x.shape[1]),
+                   **_summary(result, seconds)}
+        alternative = None
+        if cfg.compare:
+            other = dataclasses.replace(cfg.sid, quantizer=OTHER[cfg.sid.quantizer])
+            alternative, alt_seconds = _timed_build(x, other, categories, progress)
+            metrics["comparison"] = {other.quantizer: _summary(alternative, alt_seconds)}
+        run.finish(STAGE, metrics)
     return Tokenized(result, x, metrics, alternative)
 
 
 def load_tokenizer(run: runs.Run) -> Tokenized:
     """The SIDs and item embeddings notebook 02 wrote (an error names the notebook if it has not run)."""
     stage = run.require(STAGE)
-    return Tokenized(semantic_ids.load(stage / "sids"), np.load(stage / "item_embeddings.npy"),
+    return Tokenized(semantic_ids.load(stage / "sids"), artifacts.read(np.load, stage / "item_embeddings.npy"),
                      run.metrics(STAGE))
 
 

@@ -23,6 +23,7 @@ import dataclasses
 from typing import Callable, NamedTuple, Optional, Sequence
 
 from conrec_lib import context_discerning, item_tokenizer, model, progressive, recommend, runs, tasks
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.item_tokenizer import Tokenized
 from conrec_lib.model import ModelBundle
@@ -89,6 +90,9 @@ class PipelineConfig:
     n_train: int = 9600  # mixed context examples (notebook 04: 24000)
     stage_steps: int = 15  # GRPO steps per curriculum stage (notebook 05: 15; GPU: 1000)
     n_eval: int = 50  # test rows the stages evaluate themselves on (the comparison scores its own rows)
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
     def context(self, seed: int) -> context_discerning.ContextConfig:
         return context_discerning.ContextConfig(

@@ -21,6 +21,16 @@ Choices that hold for every format:
   (UTC+8) for KuaiRand, whose logs are Beijing days, and UTC for MovieLens and CSV.
 - KuaiRand has no item text: items get a stand-in title and category (see `_kuairand_items`) and the
   dataset has `text_is_standin=True`; later notebooks may use collaborative embeddings instead.
+
+Implausible data is refused, not loaded (issue 13): every error names the file, the column, the line as an
+editor shows it (the header is line 1) and what to do.
+- Ids: KuaiRand and MovieLens define their ids as whole numbers, read as such (their numeric order fixes the
+  item order the notebooks' numbers depend on). The generic CSV reads its ids as text exactly as written
+  ('007' and '7' are two ids, 'NA' is an id); an empty id is refused everywhere.
+- Times: unix times must fall in 1990..2100 (`PLAUSIBLE_YEARS`); a value that fits another unit gets a hint
+  such as "it looks like milliseconds: divide by 1000". A whole number beyond 64 bits is refused.
+- Ratings: each MovieLens layout has its own star scale (`MOVIELENS_STARS`); a rating off it is refused.
+- A folder holding the files of two layouts is refused: which dataset to load would be a guess.
 """
 from __future__ import annotations
 
@@ -61,6 +71,13 @@ MOVIELENS_CITATION = ("F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieL
 BEIJING_UTC_OFFSET_H = 8
 KUAIRAND_POSITIVE = ("is_like", "is_follow", "is_comment", "is_forward", "long_view")
 KUAIRAND_SIGNALS = ("is_hate", *KUAIRAND_POSITIVE, "is_click")  # order of the names in raw_label
+PLAUSIBLE_YEARS = (1990, 2100)  # interaction logs start after 1990; later than 2100 is a unit or typing error
+TIME_UNITS = (("seconds", 1), ("milliseconds", 1_000), ("microseconds", 1_000_000), ("nanoseconds", 1_000_000_000))
+MOVIELENS_STARS = {  # the rating scale of each layout (the README of each release)
+    "movielens-latest": (np.arange(1, 11) / 2, "half stars 0.5, 1.0, .., 5.0"),
+    "movielens-100k": (np.arange(1, 6), "whole stars 1 .. 5"),
+    "movielens-1m": (np.arange(1, 6), "whole stars 1 .. 5"),
+}
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
                  "Thriller", "War", "Western")  # the 19 flag columns of u.item (ml-100k README, u.genre)
@@ -167,19 +184,16 @@ def _check_folder(path: str | Path) -> Path:
 
 
 def detect_layout(path: str | Path) -> str:
-    """Name of the layout (a key of `LAYOUTS`) of the files in folder `path`; raise if none matches."""
+    """Name of the layout (a key of `LAYOUTS`) of the files in folder `path`; raise if none or several match."""
     folder = _check_folder(path)
-    has = lambda *names: all((folder / n).is_file() for n in names)  # noqa: E731
-    if list(folder.glob("log_standard_*.csv")) or list(folder.glob("log_random_*.csv")):
-        return "kuairand-log"
-    for layout, files in (("movielens-latest", ("ratings.csv", "movies.csv")),
-                          ("movielens-100k", ("u.data", "u.item")),
-                          ("movielens-1m", ("ratings.dat", "movies.dat")),
-                          ("csv", ("interactions.csv",))):
-        if has(*files):
-            return layout
-    if _likehate_files(folder):
-        return "kuairand-likehate"
+    layouts = _layouts_in(folder)
+    if len(layouts) == 1:
+        return layouts[0]
+    if layouts:
+        listed = "; ".join(f"{k}: {LAYOUTS[k].marker}" for k in layouts)
+        raise ValueError(f"{folder}: holds the files of {len(layouts)} layouts ({listed}), so which dataset to "
+                         "load is ambiguous. Keep one dataset per folder: move the other files into a folder "
+                         "of their own")
     found = sorted(p.name for p in folder.iterdir())[:12]
     looked = "; ".join(f"{k}: {v.marker}" for k, v in LAYOUTS.items())
     hint = f" It has a data/ sub-folder: try {folder / 'data'}." if (folder / "data").is_dir() else ""
@@ -187,11 +201,29 @@ def detect_layout(path: str | Path) -> str:
                             f"Found {found}.{hint}")
 
 
+def _layouts_in(folder: Path) -> list[str]:
+    """Every layout (keys of `LAYOUTS`) whose marker files are in `folder`."""
+    has = lambda *names: all((folder / n).is_file() for n in names)  # noqa: E731
+    found = ["kuairand-log"] if [*folder.glob("log_standard_*.csv"), *folder.glob("log_random_*.csv")] else []
+    for layout, files in (("movielens-latest", ("ratings.csv", "movies.csv")),
+                          ("movielens-100k", ("u.data", "u.item")),
+                          ("movielens-1m", ("ratings.dat", "movies.dat")),
+                          ("csv", ("interactions.csv",))):
+        if has(*files):
+            found.append(layout)
+    return found + (["kuairand-likehate"] if _likehate_files(folder) else [])
+
+
 # --- reading one file with errors that say what to fix ---------------------------------------------
 
 def _read(path: Path, *, sep: str = ",", required: tuple[str, ...] = (), integer: tuple[str, ...] = (),
-          names: Optional[list[str]] = None, encoding: str = "utf-8", usecols=None, dtype=None) -> pd.DataFrame:
-    """Read one delimited file; check it is non-empty, parses, has `required` columns, `integer` whole numbers."""
+          ids: tuple[str, ...] = (), names: Optional[list[str]] = None, encoding: str = "utf-8", usecols=None,
+          dtype=None) -> pd.DataFrame:
+    """Read one delimited file; check it is non-empty, parses, has `required` columns, `integer` whole numbers.
+
+    `ids` are columns of ids kept as text exactly as written ('007' stays '007'); with them no cell of the file
+    is read as missing except an empty one, and an empty id is refused.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found; the folder's layout needs it")
     if path.stat().st_size == 0:
@@ -200,7 +232,8 @@ def _read(path: Path, *, sep: str = ",", required: tuple[str, ...] = (), integer
         with warnings.catch_warnings():  # a row longer than the header must not silently become an index
             warnings.simplefilter("error", pd.errors.ParserWarning)
             df = pd.read_csv(path, sep=sep, header=None if names else "infer", names=names, encoding=encoding,
-                             usecols=usecols, index_col=False, dtype=dtype)
+                             usecols=usecols, index_col=False, dtype={**(dtype or {}), **dict.fromkeys(ids, str)},
+                             na_filter=not ids)
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{path}: could not parse it as {sep!r}-separated text ({err}); the file may be "
                          "truncated or not in the expected format") from err
@@ -210,18 +243,50 @@ def _read(path: Path, *, sep: str = ",", required: tuple[str, ...] = (), integer
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
                          f"The file needs the columns {list(required)}")
+    for col in ids:
+        _no_empty_ids(df[col], path, col)
     for col in integer:
         df[col] = _whole_numbers(df[col], path, col, header=names is None)
     return df
 
 
+def _line(values: pd.Series, row: int, header: bool) -> int:
+    """The line of position `row` of `values` as an editor shows it: 1-based, the header is line 1.
+
+    The index holds the 0-based data line (a fresh frame's RangeIndex, `_read_dat`'s file lines), so check
+    a frame before dropping or sorting rows.
+    """
+    return int(values.index[row]) + 1 + header
+
+
+def _first(bad: pd.Series) -> int:
+    """Position of the first True in a boolean Series."""
+    return int(np.flatnonzero(bad.to_numpy())[0])
+
+
+def _no_empty_ids(values: pd.Series, path: Path, col: str, header: bool = True) -> None:
+    """Raise naming the first line whose id is empty (or only spaces)."""
+    empty = values.isna() | (values.astype(str).str.strip() == "")
+    if empty.any():
+        line = _line(values, _first(empty), header)
+        raise ValueError(f"{path}: column {col!r} needs an id on every line; line {line} has an empty value "
+                         "(a short or malformed line?). Fill in the id or remove that line")
+
+
 def _whole_numbers(values: pd.Series, path: Path, col: str, header: bool = True) -> pd.Series:
-    """`values` as int64; raise naming the first row that is empty, not a number, or not whole."""
+    """`values` as int64; raise naming the first line that is empty, not a number, not whole, or beyond 64 bits."""
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() | (numbers != np.floor(numbers))
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{path}: column {col!r} must hold whole numbers; line {row + 1 + header} has "
+        row = _first(bad)
+        raise ValueError(f"{path}: column {col!r} must hold whole numbers; line {_line(values, row, header)} has "
+                         f"{_shown(values.iloc[row])}. Fix or remove that line")
+    too_big = (numbers > np.iinfo(np.int64).max if pd.api.types.is_unsigned_integer_dtype(numbers)
+               else numbers.abs() >= 2.0 ** 63)  # int64 would wrap it round, e.g. to -9223372036854775808
+    if too_big.any():
+        row = _first(too_big)
+        raise ValueError(f"{path}: column {col!r} holds a number too large for a 64-bit integer (limit "
+                         f"{np.iinfo(np.int64).max}); line {_line(values, row, header)} has "
                          f"{_shown(values.iloc[row])}. Fix or remove that line")
     return numbers.astype(np.int64)
 
@@ -229,20 +294,61 @@ def _whole_numbers(values: pd.Series, path: Path, col: str, header: bool = True)
 def _shown(value) -> str:
     """A cell value for an error message; an empty cell usually means a short (malformed) line.
 
-    >>> _shown("yesterday"), _shown(float("nan"))
-    ("'yesterday'", 'an empty value (a short or malformed line?)')
+    >>> _shown("yesterday"), _shown(float("nan")), _shown(" ")
+    ("'yesterday'", 'an empty value (a short or malformed line?)', 'an empty value (a short or malformed line?)')
     """
-    return "an empty value (a short or malformed line?)" if pd.isna(value) else repr(str(value))
+    empty = pd.isna(value) or not str(value).strip()
+    return "an empty value (a short or malformed line?)" if empty else repr(str(value))
 
 
 def _numbers(values: pd.Series, path: Path, col: str, header: bool = True) -> pd.Series:
-    """`values` as float64; raise naming the first row that is empty or not a number."""
+    """`values` as float64; raise naming the first line that is empty or not a number."""
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.isna().any():
-        row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
-        raise ValueError(f"{path}: column {col!r} must hold numbers; line {row + 1 + header} has "
+        row = _first(numbers.isna())
+        raise ValueError(f"{path}: column {col!r} must hold numbers; line {_line(values, row, header)} has "
                          f"{_shown(values.iloc[row])}. Fix or remove that line")
     return numbers.astype(np.float64)
+
+
+def _unix_seconds(year: int) -> int:
+    """Unix seconds at the start of `year` (UTC).
+
+    >>> _unix_seconds(1970), _unix_seconds(1990), _unix_seconds(2100)
+    (0, 631152000, 4102444800)
+    """
+    return int(pd.Timestamp(year=year, month=1, day=1).timestamp())
+
+
+def _plausible_times(values: pd.Series, path: Path, col: str, per_second: int = 1, header: bool = True) -> None:
+    """Raise naming the first line whose unix time (in 1/`per_second` s) is outside `PLAUSIBLE_YEARS`."""
+    lo, hi = (_unix_seconds(y) * per_second for y in PLAUSIBLE_YEARS)
+    bad = (values < lo) | (values >= hi)
+    if bad.any():
+        row = _first(bad)
+        unit = next(name for name, per in TIME_UNITS if per == per_second)
+        raise ValueError(f"{path}: column {col!r} must hold unix {unit} from {PLAUSIBLE_YEARS[0]} to "
+                         f"{PLAUSIBLE_YEARS[1]} ({lo} .. {hi - 1}); line {_line(values, row, header)} has "
+                         f"{values.iloc[row]}: {_time_hint(int(values.iloc[row]), per_second)}")
+
+
+def _time_hint(value: int, per_second: int = 1) -> str:
+    """What to do with an implausible unix time `value` in 1/`per_second` s: the unit it looks like, if any.
+
+    >>> _time_hint(1_649_379_600_123)
+    'it looks like milliseconds (2022-04-08): divide by 1000'
+    >>> _time_hint(1_649_379_600, per_second=1000)
+    'it looks like seconds (2022-04-08): multiply by 1000'
+    >>> _time_hint(-1)
+    'no time unit puts it in 1990 .. 2100. Fix or remove that line'
+    """
+    lo, hi = (_unix_seconds(y) for y in PLAUSIBLE_YEARS)
+    for unit, per in TIME_UNITS:
+        if lo <= value / per < hi:
+            date = pd.Timestamp(value // per, unit="s").date()
+            fix = f"divide by {per // per_second}" if per > per_second else f"multiply by {per_second // per}"
+            return f"it looks like {unit} ({date}): {fix}"
+    return f"no time unit puts it in {PLAUSIBLE_YEARS[0]} .. {PLAUSIBLE_YEARS[1]}. Fix or remove that line"
 
 
 def _drop_duplicates(df: pd.DataFrame, source: Path | str) -> pd.DataFrame:
@@ -344,14 +450,19 @@ def _load_kuairand_likehate(folder: Path) -> data.Dataset:
         sep = "\t" if "\t" in fh.readline() else ","
     cols = ("user_id", "video_id", "time_ms", "label")
     df = _read(path, sep=sep, required=cols, integer=cols)
-    bad = sorted(set(df["label"].unique().tolist()) - {0, 1})
-    if bad:
-        raise ValueError(f"{path}: column 'label' must be 0 (hate) or 1 (like); found {bad}")
+    bad = ~df["label"].isin([0, 1])
+    if bad.any():
+        raise ValueError(f"{path}: column 'label' must be 0 (hate) or 1 (like); found "
+                         f"{sorted(df.loc[bad, 'label'].unique().tolist())} (first on line "
+                         f"{_line(df['label'], _first(bad), True)}). Fix or remove those lines")
+    _plausible_times(df["time_ms"], path, "time_ms", per_second=1000)
+    if "duration_ms" in df.columns:
+        df["duration_ms"] = _whole_numbers(df["duration_ms"], path, "duration_ms")
     df = _drop_duplicates(df, path).sort_values("time_ms", kind="stable")
     inter = pd.DataFrame({"user_id": df["user_id"], "item_id": df["video_id"], "timestamp": df["time_ms"] // 1000,
                           "feedback": np.where(df["label"] == 0, "negative", "positive"),
                           "raw_label": "label=" + df["label"].astype(str)})
-    duration = (_whole_numbers(df["duration_ms"], path, "duration_ms").groupby(df["video_id"]).max()
+    duration = (df["duration_ms"].groupby(df["video_id"]).max()
                 if "duration_ms" in df.columns else pd.Series(dtype=float))
     items = _kuairand_items(np.sort(df["video_id"].unique()), duration)
     return _build(inter, items, BEIJING_UTC_OFFSET_H, name="kuairand-likehate", licence=KUAIRAND_LICENCE,
@@ -384,8 +495,7 @@ def _load_kuairand_log(folder: Path, logs: str = "all", progress: bool = True) -
         raise FileNotFoundError(f"{folder}: no {' or '.join(patterns[logs])} file (logs={logs!r})")
     cols = ("user_id", "video_id", "time_ms", *KUAIRAND_SIGNALS)
     wanted = set(cols) | {"duration_ms"}
-    frames = [_read(f, required=cols, integer=cols, usecols=lambda c: c in wanted)
-              for f in tqdm(files, desc="KuaiRand logs", disable=not progress)]
+    frames = [_read_log(f, cols, wanted) for f in tqdm(files, desc="KuaiRand logs", disable=not progress)]
     df = _drop_duplicates(pd.concat(frames, ignore_index=True), folder).sort_values("time_ms", kind="stable")
     feedback, raw_label = _kuairand_feedback(df)
     inter = pd.DataFrame({"user_id": df["user_id"], "item_id": df["video_id"], "timestamp": df["time_ms"] // 1000,
@@ -397,6 +507,13 @@ def _load_kuairand_log(folder: Path, logs: str = "all", progress: bool = True) -
     items = _kuairand_items(video_ids, duration, tags)
     return _build(inter, items, BEIJING_UTC_OFFSET_H, name=f"kuairand-log-{logs}", licence=KUAIRAND_LICENCE,
                   citation=KUAIRAND_CITATION, text_is_standin=True)
+
+
+def _read_log(path: Path, cols: tuple[str, ...], wanted: set[str]) -> pd.DataFrame:
+    """One official log file: its `wanted` columns, `cols` whole numbers, times in 1990..2100."""
+    df = _read(path, required=cols, integer=cols, usecols=lambda c: c in wanted)
+    _plausible_times(df["time_ms"], path, "time_ms", per_second=1000)
+    return df
 
 
 def _kuairand_tags(folder: Path, video_ids: np.ndarray) -> Optional[pd.Series]:
@@ -443,14 +560,29 @@ def _movielens_dataset(ratings: pd.DataFrame, items: pd.DataFrame, path: Path, n
     return _build(inter, items, 0, name=name, licence=MOVIELENS_LICENCE, citation=MOVIELENS_CITATION)
 
 
+def _stars(values: pd.Series, path: Path, layout: str, header: bool = True) -> pd.Series:
+    """Ratings as float64; raise naming the first line off the layout's star scale (`MOVIELENS_STARS`)."""
+    stars = _numbers(values, path, "rating", header)
+    scale, words = MOVIELENS_STARS[layout]
+    bad = ~stars.isin(scale)
+    if bad.any():
+        row = _first(bad)
+        raise ValueError(f"{path}: column 'rating' must hold {layout} ratings ({words}); line "
+                         f"{_line(values, row, header)} has {_shown(values.iloc[row])}. A rating on another "
+                         "scale (e.g. 1 .. 10) would be mapped wrongly (<= 2 negative, >= 4 positive): convert "
+                         "the file to this scale, or give your own feedback column with loaders.load('csv', ...)")
+    return stars
+
+
 def _load_movielens_latest(folder: Path) -> data.Dataset:
     """ml-latest-small (and ml-latest): ratings.csv (userId, movieId, rating, timestamp), movies.csv."""
     path = folder / "ratings.csv"
     df = _read(path, required=("userId", "movieId", "rating", "timestamp"),
                integer=("userId", "movieId", "timestamp"))
-    df = _drop_duplicates(df, path)
+    _plausible_times(df["timestamp"], path, "timestamp")
+    df = _drop_duplicates(df.assign(stars=_stars(df["rating"], path, "movielens-latest")), path)
     ratings = pd.DataFrame({"user": df["userId"], "movie": df["movieId"], "timestamp": df["timestamp"],
-                            "rating": _numbers(df["rating"], path, "rating"), "rating_text": df["rating"]})
+                            "rating": df["stars"], "rating_text": df["rating"]})
     movies = _read(folder / "movies.csv", required=("movieId", "title", "genres"), integer=("movieId",))
     genres = [[] if g == "(no genres listed)" else g.split("|") for g in movies["genres"].fillna("").astype(str)]
     items = _movielens_items(movies["movieId"], movies["title"].astype(str), genres)
@@ -461,7 +593,10 @@ def _load_movielens_100k(folder: Path) -> data.Dataset:
     """ml-100k: u.data (user, item, rating, timestamp; tab), u.item (pipe-separated, latin-1, 19 genre flags)."""
     path = folder / "u.data"
     cols = ["user", "movie", "rating", "timestamp"]
-    df = _drop_duplicates(_read(path, sep="\t", names=cols, integer=tuple(cols)), path)
+    df = _read(path, sep="\t", names=cols, integer=("user", "movie", "timestamp"))
+    _plausible_times(df["timestamp"], path, "timestamp", header=False)
+    df["rating"] = _stars(df["rating"], path, "movielens-100k", header=False).astype(np.int64)  # whole stars
+    df = _drop_duplicates(df, path)
     ratings = df.assign(rating_text=df["rating"].astype(str), rating=df["rating"].astype(float))
     names = ["movie", "title", "release", "video_release", "url", *ML100K_GENRES]
     movies = _read(folder / "u.item", sep="|", names=names, encoding="latin-1", integer=("movie", *ML100K_GENRES))
@@ -486,16 +621,18 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
         raise ValueError(f"{path}: line {line + 1} does not have the {len(names)} '::'-separated fields "
                          f"{names}: {lines.loc[line]!r}; the file is malformed")
     parts.columns = names
-    return parts.reset_index(drop=True)
+    return parts  # the index keeps the 0-based line number: errors name the line an editor shows
 
 
 def _load_movielens_1m(folder: Path) -> data.Dataset:
     """ml-1m: ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat (MovieID::Title::Genres), latin-1."""
     path = folder / "ratings.dat"
-    df = _drop_duplicates(_read_dat(path, ["user", "movie", "rating", "timestamp"]), path)
+    df = _read_dat(path, ["user", "movie", "rating", "timestamp"])
     for col in ("user", "movie", "timestamp"):
         df[col] = _whole_numbers(df[col], path, col, header=False)
-    ratings = df.assign(rating_text=df["rating"], rating=_numbers(df["rating"], path, "rating", header=False))
+    _plausible_times(df["timestamp"], path, "timestamp", header=False)
+    df = _drop_duplicates(df.assign(stars=_stars(df["rating"], path, "movielens-1m", header=False)), path)
+    ratings = df.assign(rating_text=df["rating"], rating=df["stars"])
     mpath = folder / "movies.dat"
     movies = _read_dat(mpath, ["movie", "title", "genres"])
     movies["movie"] = _whole_numbers(movies["movie"], mpath, "movie", header=False)
@@ -510,25 +647,28 @@ def _load_csv(folder: Path, dataset_name: str = "csv", licence: str = "unspecifi
     """Your own data: `interactions.csv` and, optionally, `items.csv`, comma-separated with a header row.
 
     interactions.csv (one row per exposure):
-        user_id    any id (text or number)
-        item_id    any id (text or number)
-        timestamp  whole unix seconds (UTC); `day` is the UTC calendar day
+        user_id    any non-empty id, read as text exactly as written ('007' and '7' are two users)
+        item_id    any non-empty id, read as text exactly as written
+        timestamp  whole unix seconds (UTC) from 1990 to 2100; `day` is the UTC calendar day
         feedback   exactly one of: positive, negative, exposure
         raw_label  optional; defaults to the feedback value
     items.csv (optional): item_id, title (the text embedded for semantic IDs), category; every further
         column is kept as a categorical attribute (`Dataset.attributes`). Every interacted item must be listed.
         Without items.csv the title is the stand-in "item <id>", category "unknown", `text_is_standin=True`.
+    Cells are read as written: only an empty cell is missing ('NA' or 'None' is a value, e.g. an id).
     """
     path = folder / "interactions.csv"
-    df = _read(path, required=("user_id", "item_id", "timestamp", "feedback"), integer=("timestamp",))
-    bad = df["feedback"].isna() | ~df["feedback"].isin(data.FEEDBACK)
+    df = _read(path, required=("user_id", "item_id", "timestamp", "feedback"), integer=("timestamp",),
+               ids=("user_id", "item_id"))
+    _plausible_times(df["timestamp"], path, "timestamp")
+    bad = ~df["feedback"].isin(data.FEEDBACK)
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{path}: column 'feedback' must be one of {data.FEEDBACK}; line {row + 2} has "
-                         f"{df['feedback'].iloc[row]!r}")
+        row = _first(bad)
+        raise ValueError(f"{path}: column 'feedback' must be one of {data.FEEDBACK}; line "
+                         f"{_line(df['feedback'], row, True)} has {_shown(df['feedback'].iloc[row])}. Fix or "
+                         "remove that line")
     df = _drop_duplicates(df, path)
-    inter = df.assign(item_id=df["item_id"].astype(str),  # ids are matched as text in both files
-                      raw_label=df["raw_label"].astype(str) if "raw_label" in df.columns else df["feedback"])
+    inter = df.assign(raw_label=df["raw_label"].astype(str) if "raw_label" in df.columns else df["feedback"])
     items, attributes = _csv_items(folder, inter["item_id"])
     return _build(inter, items, 0, name=dataset_name, licence=licence, citation=citation, attributes=attributes,
                   text_is_standin=not (folder / "items.csv").is_file())
@@ -540,8 +680,7 @@ def _csv_items(folder: Path, item_ids: pd.Series) -> tuple[pd.DataFrame, tuple[s
     if not path.is_file():
         ids = item_ids.drop_duplicates()
         return pd.DataFrame({"item_id": ids, "title": "item " + ids.astype(str), "category": "unknown"}), ()
-    items = _read(path, required=("item_id", "title", "category"))
-    items["item_id"] = items["item_id"].astype(str)
+    items = _read(path, required=("item_id", "title", "category"), ids=("item_id",))
     if items["item_id"].duplicated().any():
         raise ValueError(f"{path}: item_id {items.loc[items['item_id'].duplicated(), 'item_id'].iloc[0]!r} is "
                          "listed more than once; keep one row per item")

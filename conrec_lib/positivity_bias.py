@@ -41,10 +41,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from conrec_lib import (data, dataprep, hardware, item_tokenizer, llm_diagnostics, metrics, model, recommend, runs,
-                        semantic_ids, sft, simulate, swing, tasks)
+from conrec_lib import (artifacts, data, dataprep, hardware, item_tokenizer, llm_diagnostics, metrics, model,
+                        recommend, runs, semantic_ids, sft, simulate, swing, tasks)
 from conrec_lib.baselines import (history_items, like_history_predictions, popularity_predictions,
                                   training_negatives)
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.decoding import eval_mode
 from conrec_lib.model import ModelBundle, ModelConfig
@@ -117,7 +118,14 @@ class BiasConfig:
                           prompt=PromptConfig(chat_template=True), prior_steps=0)
         return cls(**{**pretrained, **fields})
 
+    def with_steps(self, sft_steps: int, prior_steps: Optional[int] = None) -> "BiasConfig":
+        """A copy training `sft_steps` per variant (warm-up shortened as `sft.with_steps`) and, when given,
+        `prior_steps` of the shared empty-history warm-up; validated like any new config."""
+        prior = self.prior_steps if prior_steps is None else prior_steps
+        return dataclasses.replace(self, sft=sft.with_steps(self.sft, sft_steps), prior_steps=prior)
+
     def __post_init__(self) -> None:
+        check_types(self)
         if not 0 <= self.positive_task_share < 1:
             raise ValueError(f"BiasConfig.positive_task_share={self.positive_task_share}: use a share in [0, 1), "
                              "e.g. 0.5 (half next-positive, half next-negative examples)")
@@ -609,39 +617,40 @@ def interests_label(prepared: PreparedData) -> str:
 def diagnose(cfg: BiasConfig, run: runs.Run, progress: bool = True) -> BiasResult:
     """Notebook 03: Part 1 (coverage), Part 2 (fine-tuned variants and reference rankings); metrics.json last."""
     prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
-    stage = run.start(STAGE, cfg)
-    timings: dict[str, float] = {}
-    with hardware.cpu_threads(cfg.num_threads):
-        coverage = timed(timings, "coverage", interest_coverage, prepared, cfg.swing, cfg.swing_neighbours, cfg.seed)
-        sets = timed(timings, "examples", build_examples, prepared, tokenized.sids.table, cfg)
-        reference = timed(timings, "baselines", baselines, prepared, tokenized, cfg)
-        evaluations, histories, attention = run_variants(prepared, tokenized, sets, cfg, stage, timings, progress)
-    user = user_view(prepared, evaluations)
-    evaluations = {**reference, **evaluations}
-    metrics_ = summary(coverage, evaluations, attention, histories, sets, cfg, interests_label(prepared))
-    metrics_.update(timed(timings, "intervals", drop_intervals, evaluations, prepared, tokenized, cfg))
-    metrics_["timings"] = {**timings, "total": round(sum(timings.values()), 2)}
-    result = BiasResult(metrics_, coverage, predictions_frame(evaluations), histories, user, evaluations)
-    save(result, stage)
-    run.finish(STAGE, metrics_)
+    with run.building(STAGE, cfg) as stage:
+        timings: dict[str, float] = {}
+        with hardware.cpu_threads(cfg.num_threads):
+            coverage = timed(timings, "coverage", interest_coverage, prepared, cfg.swing, cfg.swing_neighbours,
+                             cfg.seed)
+            sets = timed(timings, "examples", build_examples, prepared, tokenized.sids.table, cfg)
+            reference = timed(timings, "baselines", baselines, prepared, tokenized, cfg)
+            evaluations, histories, attention = run_variants(prepared, tokenized, sets, cfg, stage, timings, progress)
+        user = user_view(prepared, evaluations)
+        evaluations = {**reference, **evaluations}
+        metrics_ = summary(coverage, evaluations, attention, histories, sets, cfg, interests_label(prepared))
+        metrics_.update(timed(timings, "intervals", drop_intervals, evaluations, prepared, tokenized, cfg))
+        metrics_["timings"] = {**timings, "total": round(sum(timings.values()), 2)}
+        result = BiasResult(metrics_, coverage, predictions_frame(evaluations), histories, user, evaluations)
+        save(result, stage)
+        run.finish(STAGE, metrics_)
     return result
 
 
 def load_result(run: runs.Run) -> BiasResult:
     """Read back what `diagnose` wrote (an error names notebook 03 if it has not finished)."""
     stage = run.require(STAGE)
-    histories = {v: pd.read_csv(stage / v / sft.HISTORY) for v in ("prior", *VARIANTS)
+    histories = {v: artifacts.read(pd.read_csv, stage / v / sft.HISTORY) for v in ("prior", *VARIANTS)
                  if (stage / v / sft.HISTORY).is_file()}
-    user = UserView(pd.read_csv(stage / "user_history.csv"), pd.read_csv(stage / "user_predictions.csv"))
-    return BiasResult(run.metrics(STAGE), pd.read_csv(stage / "coverage.csv", index_col=0),
-                      pd.read_parquet(stage / "predictions.parquet"), histories, user)
+    user = UserView(artifacts.read(pd.read_csv, stage / "user_history.csv"),
+                    artifacts.read(pd.read_csv, stage / "user_predictions.csv"))
+    return BiasResult(run.metrics(STAGE), artifacts.read(pd.read_csv, stage / "coverage.csv", index_col=0),
+                      artifacts.read(pd.read_parquet, stage / "predictions.parquet"), histories, user)
 
 
 def diagnostics_table(metrics_: dict) -> pd.DataFrame:
     """The LLM diagnostics of every variant (`llm_diagnostics.table`) from metrics.json."""
     names = ("neg_only", "neg_pos", "genrec_neg_only", "genrec_neg_pos")
-    return llm_diagnostics.table({n: llm_diagnostics.Diagnostics.from_dict(metrics_[n]["diagnostics"])
-                                  for n in names if "diagnostics" in metrics_.get(n, {})})
+    return llm_diagnostics.table({n: metrics_.get(n, {}).get("diagnostics") for n in names})
 
 
 def results_table(metrics_: dict, columns: Sequence[str] = REPORTED) -> pd.DataFrame:

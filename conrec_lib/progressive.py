@@ -38,6 +38,7 @@ import pandas as pd
 from conrec_lib import (alignment, baselines, context_discerning, dataprep, grpo, hardware, item_tokenizer,
                         llm_diagnostics, metrics, model, recommend, rewards, runs)
 from conrec_lib.alignment import AlignmentConfig
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.grpo import GRPOConfig
 from conrec_lib.item_tokenizer import Tokenized
@@ -93,6 +94,7 @@ class ProgressiveConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self)
         if len(self.stage_steps) != 3 or len(self.stage_betas) != 3:
             raise ValueError(f"ProgressiveConfig: stage_steps={self.stage_steps} and stage_betas={self.stage_betas} "
                              "need one value per curriculum stage (3)")
@@ -272,8 +274,8 @@ def yardsticks(ctx: Context, rows: pd.DataFrame) -> dict:
 
 def diagnostics_table(m: dict) -> pd.DataFrame:
     """The warm-up model and CoNRec on the stage-3 prompt: their LLM diagnostics (`llm_diagnostics.table`)."""
-    found = {"warm-up (04)": m["warmup_last_prompt"]["diagnostics"], "CoNRec": m["ablation"][-1].get("diagnostics")}
-    return llm_diagnostics.table({k: llm_diagnostics.Diagnostics.from_dict(v) for k, v in found.items() if v})
+    return llm_diagnostics.table({"warm-up (04)": m["warmup_last_prompt"]["diagnostics"],
+                                  "CoNRec": m["ablation"][-1].get("diagnostics")})
 
 
 def ablation_rows(previous: dict, outcomes: dict[str, ArmOutcome]) -> list[dict]:
@@ -304,30 +306,30 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
     """
     started = time.perf_counter()
     previous = run.metrics(PREVIOUS)
-    out = run.start(STAGE, cfg)
-    with hardware.cpu_threads(cfg.num_threads):
-        ctx = context if context is not None else build_context(cfg, run)
-        warm = context_discerning.load_bundle(run)
-        before = evaluate(warm, ctx, cfg.prompts()[-1], cfg, progress)
-        before.metrics["diagnostics"] = llm_diagnostics.diagnose(warm, ctx.prepared, ctx.tokenized, before,
-                                                                 seed=cfg.seed).as_dict()
-        start = {"stage-1 prompt": {k: previous["with_alignment"][k] for k in REC_KEYS},
-                 "stage-3 prompt": before.metrics}
-        outcomes = {arm: run_arm(arm, cfg, ctx, start, run, out, progress) for arm in cfg.arms()}
-        forgot = forgetting(outcomes, ctx, previous["with_alignment"]["align_acc"], progress)
-        example = example_user(before, outcomes[FINAL])
-    model.save_adapter(outcomes[FINAL].bundle, out / FINAL / "adapter")
-    metrics = {"ablation": ablation_rows(previous, outcomes),
-               "reward_variants": {cfg.reward_of(a): outcomes[a].metrics for a in outcomes
-                                   if a not in ("progressive_next_negative", PLAIN)},
-               "plain_grpo": outcomes[PLAIN].metrics if PLAIN in outcomes else None,
-               "warmup_last_prompt": {k: before.metrics[k] for k in (*REC_KEYS, "diagnostics")},  # the start,
-               # on stage-3 prompts
-               "forgetting": forgot, "stages": {a: o.stages for a, o in outcomes.items()},
-               "example_user": example, "n_train_examples": [len(e) for e in ctx.stage_examples],
-               "yardsticks": yardsticks(ctx, before.examples),
-               "seconds": round(time.perf_counter() - started, 1)}
-    run.finish(STAGE, metrics)
+    with run.building(STAGE, cfg) as out:
+        with hardware.cpu_threads(cfg.num_threads):
+            ctx = context if context is not None else build_context(cfg, run)
+            warm = context_discerning.load_bundle(run)
+            before = evaluate(warm, ctx, cfg.prompts()[-1], cfg, progress)
+            before.metrics["diagnostics"] = llm_diagnostics.diagnose(warm, ctx.prepared, ctx.tokenized, before,
+                                                                     seed=cfg.seed).as_dict()
+            start = {"stage-1 prompt": {k: previous["with_alignment"][k] for k in REC_KEYS},
+                     "stage-3 prompt": before.metrics}
+            outcomes = {arm: run_arm(arm, cfg, ctx, start, run, out, progress) for arm in cfg.arms()}
+            forgot = forgetting(outcomes, ctx, previous["with_alignment"]["align_acc"], progress)
+            example = example_user(before, outcomes[FINAL])
+        model.save_adapter(outcomes[FINAL].bundle, out / FINAL / "adapter")
+        metrics = {"ablation": ablation_rows(previous, outcomes),
+                   "reward_variants": {cfg.reward_of(a): outcomes[a].metrics for a in outcomes
+                                       if a not in ("progressive_next_negative", PLAIN)},
+                   "plain_grpo": outcomes[PLAIN].metrics if PLAIN in outcomes else None,
+                   "warmup_last_prompt": {k: before.metrics[k] for k in (*REC_KEYS, "diagnostics")},  # the start,
+                   # on stage-3 prompts
+                   "forgetting": forgot, "stages": {a: o.stages for a, o in outcomes.items()},
+                   "example_user": example, "n_train_examples": [len(e) for e in ctx.stage_examples],
+                   "yardsticks": yardsticks(ctx, before.examples),
+                   "seconds": round(time.perf_counter() - started, 1)}
+        run.finish(STAGE, metrics)
     return ProgressiveResult(metrics, {a: o.history for a, o in outcomes.items()}, outcomes[FINAL].bundle, example)
 
 
@@ -373,8 +375,9 @@ def reward_demo(ctx: Context, row: dict, cfg: ProgressiveConfig) -> pd.DataFrame
     picks = {k: int(v) for k, v in picks.items() if v is not None}
     completions = [table.sid_of(i) for i in picks.values()]
     columns = {c: [row[c]] * len(completions) for c in rewards.COLUMNS}
-    scores = {v: rewards.make_reward(v, ctx.space, cfg.gamma, cfg.threshold)([row["prompt"]] * len(completions),
-                                                                           completions, **columns)
+    prompts = [row["prompt"]] * len(completions)
+    scores = {v: rewards.make_reward(v, ctx.space, cfg.gamma, cfg.threshold)(prompts=prompts, completions=completions,
+                                                                           **columns)
               for v in rewards.VARIANTS}
     return pd.DataFrame(scores, index=pd.Index(list(picks), name="completion")).assign(item_id=list(picks.values()))
 

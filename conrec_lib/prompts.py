@@ -35,6 +35,8 @@ from typing import Callable, Collection, NamedTuple, Optional, Sequence
 
 import pandas as pd
 
+from conrec_lib.configs import check_types
+
 SECONDS_PER_DAY = 86_400
 NEGATIVE_HEADER = "Items the user marked not interested (oldest to newest):"
 POSITIVE_HEADER = "Items the user clicked or bought (oldest to newest):"
@@ -62,6 +64,7 @@ class PromptConfig:
     chat_template: bool = False
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.window_days is not None and self.window_days < 1:
             raise ValueError(f"PromptConfig.window_days must be >= 1 or None (all history), "
                              f"got {self.window_days}")

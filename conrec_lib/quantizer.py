@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from conrec_lib.progress import tqdm
 
+from conrec_lib.configs import check_types
 from conrec_lib.hardware import cpu_threads, resolve_device
 
 QUANTIZERS = ("rqvae", "rqkmeans")
@@ -55,6 +56,7 @@ class SIDConfig:
     cpu_threads: Optional[int] = 1  # CPU threads (torch, k-means) while fitting; None: as set (see `fit`)
 
     def __post_init__(self) -> None:
+        check_types(self)
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"SIDConfig.quantizer={self.quantizer!r} is unknown; use one of {QUANTIZERS}")

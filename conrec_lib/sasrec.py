@@ -20,6 +20,7 @@ from torch import nn
 from conrec_lib.progress import tqdm
 
 from conrec_lib import baselines, hardware
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.model import seeded
 
@@ -48,6 +49,7 @@ class SASRecConfig:
     num_threads: Optional[int] = 1  # CPU threads while training (hardware.cpu_threads)
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("max_len", "dim", "num_layers", "num_heads", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SASRecConfig.{name}={getattr(self, name)}: must be >= 1")

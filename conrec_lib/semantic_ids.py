@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from conrec_lib import quantizer as quant
-from conrec_lib import runs
+from conrec_lib import artifacts, runs
 from conrec_lib.quantizer import Quantizer, SIDConfig
 
 __all__ = ["SIDConfig", "SIDTable", "SIDResult", "build", "render", "parse", "deduplicate",
@@ -285,11 +285,11 @@ def load(folder: str | Path) -> SIDResult:
                                 "(or the save was interrupted): rebuild the SIDs")
     meta = runs.read_json(folder / "sid_meta.json")
     cfg = SIDConfig(**meta["config"])
-    frame = pd.read_parquet(folder / "sid_table.parquet")
+    frame = artifacts.read(pd.read_parquet, folder / "sid_table.parquet")
     code_columns = [c for c in frame.columns if c.startswith("code_")]
     table = SIDTable(frame[code_columns].to_numpy(np.int64), meta["codebook_size"], meta["levels"])
-    with np.load(folder / "quantizer.npz") as npz:
-        state = {k: npz[k] for k in npz.files}
+    with artifacts.reading(folder / "quantizer.npz"), np.load(folder / "quantizer.npz") as npz:
+        state = {k: npz[k] for k in npz.files}  # the arrays are read (and a truncation found) here
     quantizer = quant.from_state(cfg, meta["input_dim"], state)
-    history = pd.read_parquet(folder / "history.parquet")
+    history = artifacts.read(pd.read_parquet, folder / "history.parquet")
     return SIDResult(table, quantizer, history, meta["report"], cfg)

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from conrec_lib.progress import tqdm
 
 from conrec_lib import data
+from conrec_lib.configs import check_types
 
 
 class Category(NamedTuple):
@@ -137,6 +138,7 @@ class SimConfig:
     pos_neg_ratio: float = 4.0  # positives per negative (clicks are calibrated each day to meet it)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.scale not in SCALES:
             raise ValueError(f"SimConfig.scale={self.scale!r} is not known; use one of {list(SCALES)}")
         for name, value in SCALES[self.scale].items():

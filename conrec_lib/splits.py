@@ -41,7 +41,8 @@ from typing import Iterable, NamedTuple, Optional
 import numpy as np
 import pandas as pd
 
-from conrec_lib import data, runs
+from conrec_lib import artifacts, data, runs
+from conrec_lib.configs import check_types
 
 MODES = ("global", "per_user")
 LIST_COLUMNS = ("future_negatives", "future_positives", "candidates")
@@ -70,6 +71,7 @@ class SplitConfig:
     seed: int = 0  # candidate sampling
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.train_cutoff_days is not None:
             self.train_cutoff_days = tuple(int(d) for d in self.train_cutoff_days)
         if self.mode not in MODES:
@@ -371,9 +373,9 @@ def load_split(folder: str | Path, ds: data.Dataset) -> Split:
                          "load the dataset saved beside it, or make the split again")
     frames = {}
     for name in ("train", "test"):
-        frame = pd.read_parquet(folder / f"{name}.parquet")
+        frame = artifacts.read(pd.read_parquet, folder / f"{name}.parquet")
         for col in LIST_COLUMNS:
             frame[col] = pd.Series([[int(i) for i in v] for v in frame[col]], index=frame.index, dtype=object)
         frames[name] = frame
-    longtail = pd.read_parquet(folder / "longtail_items.parquet")["longtail"].to_numpy(bool)
+    longtail = artifacts.read(pd.read_parquet, folder / "longtail_items.parquet")["longtail"].to_numpy(bool)
     return Split(SplitConfig(**meta["config"]), frames["train"], frames["test"], longtail, ds)

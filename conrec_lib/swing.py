@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from conrec_lib.configs import check_types
+
 Disliked = Union[Mapping[int, Collection[int]], pd.DataFrame]
 
 
@@ -48,6 +50,7 @@ class SwingConfig:
     top_k: int = 50
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.alpha1 < 0 or self.alpha2 <= 0:
             raise ValueError(f"SwingConfig: alpha1 must be >= 0 and alpha2 > 0 (it divides), got "
                              f"alpha1={self.alpha1}, alpha2={self.alpha2}; the defaults are 5.0 and 1.0")

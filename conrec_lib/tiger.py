@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from conrec_lib import baselines, hardware, sasrec
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.decoding import SIDTrie
 from conrec_lib.item_tokenizer import Tokenized
@@ -52,6 +53,7 @@ class TIGERConfig:
     num_threads: Optional[int] = 1
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("max_items", "dim", "num_layers", "num_heads", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TIGERConfig.{name}={getattr(self, name)}: must be >= 1")

@@ -133,6 +133,7 @@ def test_real_kuairand_like_hate_matches_source_md():
     dup = raw[raw.duplicated()]["label"].value_counts()  # 80 hates and 36 likes were logged twice
     assert ds.counts() == {"positive": 33_745 - dup[1], "negative": 8_083 - dup[0], "exposure": 0}
     assert _n_users_with_negatives(ds) == 664  # SOURCE.md: every user has at least one hate
+    assert ds.items["raw_id"].astype(int).is_monotonic_increasing  # numeric ids keep their numeric order
 
 
 def test_real_movielens_matches_source_md():
@@ -143,6 +144,7 @@ def test_real_movielens_matches_source_md():
     # SOURCE.md rating counts: <= 2.0 -> 13,523; >= 4.0 -> 26,818 + 8,551 + 13,211; the rest 2.5 .. 3.5
     assert ds.counts() == {"negative": 13_523, "positive": 48_580, "exposure": 5_550 + 20_047 + 13_136}
     assert _n_users_with_negatives(ds) == 526
+    assert ds.items["raw_id"].astype(int).is_monotonic_increasing  # numeric ids keep their numeric order
 
 
 # --- bad inputs: each gets an error naming the file / column and what to do ----------------------------

@@ -1,4 +1,8 @@
 import json
+import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,8 +40,12 @@ def test_stage_is_done_only_after_metrics(tmp_path):
         run.require("01_data")
     run.finish("01_data", {"n_users": 3})
     assert run.metrics("01_data") == {"n_users": 3}
-    run.start("01_data", {"seed": 1})  # a restarted stage is unfinished again
-    assert not run.is_done("01_data")
+    out = run.start("01_data", {"seed": 1})  # a re-run builds beside the finished stage, which stays until finish
+    assert out != run.root / "01_data" and run.stage_dir("01_data") == out
+    assert run.metrics("01_data") == {"n_users": 3}
+    run.finish("01_data", {"n_users": 4})
+    assert run.metrics("01_data") == {"n_users": 4} and runs.read_json(run.root / "01_data" / "config.json") == {"seed": 1}
+    assert sorted(p.name for p in run.root.iterdir()) == ["01_data"]  # no build folder, no lock left
 
 
 def test_unknown_stage_is_rejected(tmp_path):
@@ -64,3 +72,141 @@ def test_atomic_dir_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+# --- run-folder integrity: atomic re-runs, fingerprints, the lock, RUN_DIR --------------------------------------
+
+def finished(run, stage, config, metrics=None):
+    with run.building(stage, config) as out:
+        (out / "artifact.txt").write_text(str(config))
+        run.finish(stage, metrics or {"config": config})
+    return out
+
+
+def test_a_failed_re_run_keeps_the_finished_stage_and_its_config(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "02_semantic_ids", {"embedder": "minilm"})
+    with pytest.raises(ValueError, match="unknown embedder"):
+        with run.building("02_semantic_ids", {"embedder": "minilmm"}) as out:
+            (out / "artifact.txt").write_text("half")
+            raise ValueError("unknown embedder 'minilmm'")
+    stage = run.require("02_semantic_ids")
+    assert runs.read_json(stage / "config.json") == {"embedder": "minilm"}
+    assert (stage / "artifact.txt").read_text() == str({"embedder": "minilm"})
+    assert sorted(p.name for p in run.root.iterdir()) == ["02_semantic_ids"]
+
+
+KILLED = """
+import os, sys
+from conrec_lib import runs
+run = runs.Run.at(sys.argv[1])
+out = run.start("01_data", {"seed": 1})
+(out / "half.parquet").write_text("half-written")
+os._exit(9)  # killed mid-stage: no finish, no clean-up
+"""
+
+
+def test_a_killed_re_run_loses_nothing_and_its_leftovers_go_at_the_next_start(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "01_data", {"seed": 0})
+    done = subprocess.run([sys.executable, "-c", KILLED, str(run.root)], cwd=runs.project_root())
+    assert done.returncode == 9
+    assert any(".build-" in p.name for p in run.root.iterdir()) and (run.root / runs.LOCK).exists()
+    assert runs.read_json(run.require("01_data") / "config.json") == {"seed": 0}  # the finished stage is intact
+    finished(run, "01_data", {"seed": 2})  # the dead process's lock is taken over, its build folder removed
+    assert sorted(p.name for p in run.root.iterdir()) == ["01_data"]
+    assert runs.read_json(run.require("01_data") / "config.json") == {"seed": 2}
+
+
+def test_a_swap_killed_half_way_is_recovered(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "01_data", {"seed": 0})
+    os.replace(run.root / "01_data", run.root / ".01_data.old-99999")  # killed between the two renames
+    run.start("02_semantic_ids", {"x": 1})
+    assert runs.read_json(run.root / "01_data" / "config.json") == {"seed": 0}
+    run.abort("02_semantic_ids")
+
+
+def test_a_later_stage_built_on_an_older_earlier_stage_is_stale(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "01_data", {"seed": 0})
+    finished(run, "02_semantic_ids", {"k": 8})
+    finished(run, "03_positivity_bias", {"steps": 2})
+    run.require("03_positivity_bias")
+    finished(run, "01_data", {"seed": 1})  # notebook 01 re-run with another seed
+    for stage in ("02_semantic_ids", "03_positivity_bias"):
+        with pytest.raises(runs.StaleStageError, match="01_data has been re-run") as err:
+            run.require(stage)
+        assert "02_semantic_ids.ipynb, notebooks/03_positivity_bias.ipynb" in str(err.value)
+    finished(run, "02_semantic_ids", {"k": 8})
+    run.require("02_semantic_ids")
+    with pytest.raises(runs.StaleStageError, match="03_positivity_bias.ipynb"):
+        run.require("03_positivity_bias")  # still built from the old 01 and 02
+
+
+def test_a_stage_without_inputs_record_is_stale_and_a_stage_cannot_finish_unstarted(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "01_data", {"seed": 0})
+    (run.root / "01_data" / runs.INPUTS).unlink()
+    with pytest.raises(runs.StaleStageError, match="no inputs.json"):
+        run.require("01_data")
+    with pytest.raises(RuntimeError, match="not started"):
+        run.finish("02_semantic_ids", {})
+    with pytest.raises(RuntimeError, match="without run.finish"):
+        with run.building("02_semantic_ids", {}):
+            pass
+    assert not run.is_done("02_semantic_ids")
+
+
+HOLDER = """
+import sys, time
+from conrec_lib import runs
+run = runs.Run.at(sys.argv[1])
+run.start("01_data", {"seed": 1})
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    other = subprocess.Popen([sys.executable, "-c", HOLDER, str(run.root)], cwd=runs.project_root(),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "started"
+        with pytest.raises(runs.RunLockedError, match=rf"process {other.pid} .*building stage '01_data' since") as err:
+            run.start("01_data", {"seed": 0})
+        assert "delete" in str(err.value) and ".lock" in str(err.value)
+        assert not run.is_done("01_data")
+    finally:
+        other.kill()
+        other.wait()
+    finished(run, "01_data", {"seed": 0})  # its lock is stale once it has gone
+    assert runs.read_json(run.require("01_data") / "config.json") == {"seed": 0}
+
+
+@pytest.mark.parametrize("run_dir, message", [
+    ("", "is empty"),
+    ("   ", "is empty"),
+    (".", "repository root"),
+])
+def test_bad_run_dirs_are_refused(run_dir, message):
+    with pytest.raises(ValueError, match=message):
+        runs.Run.at(run_dir)
+
+
+def test_run_dir_expands_home_and_refuses_a_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert runs.Run.at("~/myrun").root == tmp_path / "myrun"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        runs.Run.at(tmp_path / "afile")
+
+
+def test_artifacts_are_written_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = runs.write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
