@@ -33,8 +33,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from conrec_lib import baselines, dataprep, item_tokenizer, loaders, recommend, runs, sasrec, tasks, tiger
-from conrec_lib import metrics as metrics_core
 from conrec_lib.baselines import BaselineConfig
+from conrec_lib.configs import check_types
 from conrec_lib.dataprep import PreparedData
 from conrec_lib.embeddings import EmbedConfig
 from conrec_lib.item_tokenizer import Tokenized
@@ -86,6 +86,7 @@ class EvaluationConfig:
     tiger: TIGERConfig = dataclasses.field(default_factory=TIGERConfig)
 
     def __post_init__(self) -> None:
+        check_types(self)
         self.datasets, self.seeds, self.baselines = tuple(self.datasets), tuple(self.seeds), tuple(self.baselines)
         for field, allowed in (("datasets", DATASETS), ("baselines", BASELINES)):
             bad = sorted(set(getattr(self, field)) - set(allowed))
@@ -140,11 +141,6 @@ class SubRun:
     tokenized: Tokenized
     examples: pd.DataFrame  # the test rows every model is scored on, in order
     max_test_examples: Optional[int]
-
-    def test_examples(self, prompt_cfg: PromptConfig, tokenizer=None) -> list[tasks.Example]:
-        """The prompts of exactly these test rows (`recommend.eval_examples` with the same count and seed)."""
-        return recommend.eval_examples(self.prepared, self.tokenized.sids.table, prompt_cfg,
-                                       self.max_test_examples, self.seed, tokenizer)
 
 
 # The hook for the LLMs: given a prepared sub-run, return {model name: one ranked item list per row of
@@ -325,8 +321,6 @@ def relative_improvement(table: pd.DataFrame, model: str, reference: Sequence[st
         rows.append((dataset, metric, ours, best, float(ref[best]), rel))
     return pd.DataFrame(rows, columns=["dataset", "metric", model, "best_baseline", "best_value", "relative"])
 
-
-gap_closed = metrics_core.gap_closed  # one home: conrec_lib.metrics
 
 
 def nested_means(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:

@@ -1,17 +1,24 @@
 """GRPO, small enough to read in one sitting, with TRL's names (PAPER.md "Progressive GRPO").
 
-One step: take `prompts_per_batch` prompts per micro-batch; sample G = `num_generations` SIDs per prompt from
-the trie-constrained policy (`decoding.sample`: only valid items); score each completion with every reward
-function (TRL signature) and sum them (optionally weighted); turn rewards into group advantages; then minimise
-TRL's per-token objective (loss_type "dapo" by default, TRL's default):
+One step: take `prompts_per_batch` prompts per micro-batch and `gradient_accumulation_steps` micro-batches (TRL's
+generation batch); sample G = `num_generations` SIDs per prompt from the trie-constrained policy (`decoding.sample`:
+only valid items); score the whole generation batch with every reward function, called as TRL calls them (by
+keyword: `prompts=`, `completions=`, `completion_ids=`, `trainer_state=` and the dataset columns; a `None` reward
+is NaN, "does not apply"), and sum them (optionally weighted) ignoring NaN; turn rewards into group advantages
+over the generation batch; then minimise TRL's per-token objective (loss_type "dapo" by default, TRL's default):
 
     ratio_t  = exp(logp_t - old_logp_t)                     old = the sampling policy (detached)
-    A_hat    = (r - mean_group(r)) / (std_group(r) + 1e-4)  unbiased std, as TRL ("scale_rewards")
+    A_hat    = (r - mean_group(r)) / (std(r) + 1e-4)        unbiased std of the group, or of the whole generation
+                                                            batch ("scale_rewards"); NaN rewards are left out, and
+                                                            a completion no reward scored gets A_hat = 0, as TRL
     kl_t     = exp(ref_t - logp_t) - (ref_t - logp_t) - 1   the k3 estimator of KL(pi || pi_ref) >= 0,
                times ratio_t when `use_bias_correction_kl` (TRL's default: the samples come from pi_old)
     loss_t   = -min(ratio_t * A_hat, clip(ratio_t, 1 - eps, 1 + eps) * A_hat) + beta * kl_t
     loss     = sum_t loss_t * mask_t / (completion tokens of the whole optimizer step)      ("dapo")
                mean over sequences of the per-sequence token mean                          ("grpo")
+               sum_t loss_t * mask_t / (this micro-batch's completion tokens)             ("bnpo")
+               sum_t loss_t * mask_t / (completions x max SID length in tokens)         ("dr_grpo")
+               ("grpo", "bnpo", "dr_grpo" then average the micro-batches, as TRL)
 
 `num_iterations` (GRPO's mu) reuses one batch of rollouts for that many optimizer updates: only then do
 ratios leave 1 and clipping act. The reference is frozen at the start of `train`: a deep copy of the model
@@ -37,11 +44,12 @@ import torch
 from tqdm.auto import tqdm
 
 from conrec_lib import decoding, sft
+from conrec_lib.configs import check_types
 from conrec_lib.decoding import CACHE_KW, Rollouts, SIDTrie, TokenLogprobs
 from conrec_lib.model import ModelBundle, encode_completion, seeded
 
 SCALE_REWARDS = ("group", "batch", "none")
-LOSS_TYPES = ("dapo", "grpo", "bnpo")
+LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo")
 REFERENCES = ("auto", "copy", "disable_adapter")
 
 
@@ -72,6 +80,7 @@ class GRPOConfig:
     seed: int = 0  # prompt order and sampling
 
     def __post_init__(self) -> None:
+        check_types(self)
         for field in ("num_generations", "num_iterations", "prompts_per_batch", "gradient_accumulation_steps",
                       "max_steps", "log_every"):
             if getattr(self, field) < 1:
@@ -91,22 +100,48 @@ class GRPOConfig:
 
 # --- the maths, on tensors -------------------------------------------------------------------------
 
+def nanstd(x: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+    """Unbiased std leaving NaN out (TRL's `nanstd`; NaN with < 2 values); `torch.std` when there is no NaN.
+
+    >>> nanstd(torch.tensor([1.0, float("nan"), 3.0]))
+    tensor(1.4142)
+    """
+    if not torch.isnan(x).any():
+        return x.std() if dim is None else x.std(dim)  # the same value, to the last bit of earlier runs
+    dims = () if dim is None else (dim,)  # () reduces every dimension
+    variance = torch.nanmean((x - torch.nanmean(x, dim=dims, keepdim=True)) ** 2, dim=dims)
+    count = (~torch.isnan(x)).sum(dim=dims)
+    variance = variance * (count / (count - 1))  # Bessel's correction, as TRL
+    return torch.where(count > 1, variance, torch.full_like(variance, float("nan"))).sqrt()
+
+
+def nanmean(x: torch.Tensor, dim: Optional[int] = None, keepdim: bool = False) -> torch.Tensor:
+    """Mean leaving NaN out (`torch.nanmean`); `torch.mean` when there is no NaN."""
+    fn = torch.nanmean if torch.isnan(x).any() else torch.mean
+    return fn(x) if dim is None else fn(x, dim, keepdim=keepdim)
+
+
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
     """(N,) advantages of rewards laid out group after group: (r - group mean) / (std + 1e-4), as TRL.
 
-    The std is the unbiased one (TRL's `nanstd`), of the group ("group"), of the whole batch ("batch"), or
-    not used ("none").
+    The std is the unbiased one (TRL's `nanstd`), of the group ("group"), of all of `rewards` ("batch": pass the
+    whole generation batch), or not used ("none"). NaN rewards (unscored completions) are left out of means and
+    stds and get advantage 0.
     >>> group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), 2)
     tensor([ 0.7070, -0.7070, -0.7070,  0.7070])
     >>> group_advantages(torch.tensor([3.0, 3.0]), 2)
     tensor([0., 0.])
+    >>> group_advantages(torch.tensor([1.0, 0.0, 2.0, float("nan")]), 2, "none")
+    tensor([ 0.5000, -0.5000,  0.0000,  0.0000])
     """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"group_advantages: scale_rewards={scale_rewards!r}; use one of {SCALE_REWARDS}")
     groups = rewards.view(-1, num_generations)  # (B, G)
-    centred = (groups - groups.mean(1, keepdim=True)).flatten()
-    if scale_rewards == "none":
-        return centred
-    std = groups.std(1).repeat_interleave(num_generations) if scale_rewards == "group" else rewards.std()
-    return centred / (std + 1e-4)
+    centred = (groups - nanmean(groups, 1, keepdim=True)).flatten()
+    if scale_rewards != "none":
+        std = nanstd(groups, 1).repeat_interleave(num_generations) if scale_rewards == "group" else nanstd(rewards)
+        centred = centred / (std + 1e-4)
+    return torch.nan_to_num(centred, nan=0.0)
 
 
 def zero_std_fraction(rewards: torch.Tensor, num_generations: int) -> float:
@@ -115,7 +150,7 @@ def zero_std_fraction(rewards: torch.Tensor, num_generations: int) -> float:
     >>> zero_std_fraction(torch.tensor([1.0, 1.0, 0.0, 1.0]), 2)
     0.5
     """
-    std = rewards.view(-1, num_generations).std(1)
+    std = nanstd(rewards.view(-1, num_generations), 1)
     return float(torch.isclose(std, torch.zeros_like(std)).float().mean())
 
 
@@ -142,8 +177,13 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: Optional[tor
               normalizer: Optional[float] = None, bias_correction_kl: bool = True) -> LossParts:
     """TRL's clipped objective + beta * k3 KL on (N, L) per-token log-probs (module docstring).
 
-    `normalizer` ("dapo"): completion tokens of the whole optimizer step (default: this micro-batch's).
+    `normalizer`: for "dapo", the completion tokens of the whole optimizer step (default: this micro-batch's);
+    for "dr_grpo" (required), completions x max completion length. Unused by "grpo" and "bnpo".
     """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"grpo_loss: loss_type={loss_type!r} is not one of {LOSS_TYPES}")
+    if loss_type == "dr_grpo" and normalizer is None:
+        raise ValueError("grpo_loss: loss_type='dr_grpo' needs normalizer = completions x max completion length")
     mask = mask.float()
     adv = advantages[:, None]  # (N, 1)
     ratio = torch.exp(logp - old_logp)
@@ -156,8 +196,10 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: Optional[tor
         per_token = per_token + beta * kl
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    else:  # "dapo" and "bnpo" agree within one micro-batch; dapo divides by the step's token count
-        loss = (per_token * mask).sum() / (normalizer if normalizer is not None else mask.sum().clamp(min=1.0))
+    elif loss_type == "bnpo" or normalizer is None:  # "dapo" on one micro-batch is "bnpo"
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    else:  # "dapo": the step's token count; "dr_grpo": a constant, completions x max length
+        loss = (per_token * mask).sum() / normalizer
     region = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
     tokens = mask.sum().clamp(min=1.0)
     kl_mean = float((kl.detach() * mask).sum() / tokens) if kl is not None else float("nan")
@@ -235,41 +277,91 @@ class Batch(NamedTuple):
     prompts: list[str]  # (B,)
     rollouts: Rollouts
     completions: list[str]  # (N,) flat, group after group
-    rewards: torch.Tensor  # (N,) weighted sum over reward functions
-    per_func: dict[str, float]  # mean reward of each function
-    advantages: torch.Tensor  # (N,)
+    rewards: torch.Tensor  # (N,) weighted sum over reward functions, NaN where none scored
+    per_func: dict[str, torch.Tensor]  # each function's rewards (N,), NaN where it returned None
+    advantages: torch.Tensor  # (N,) from the whole generation batch's rewards
     ref_logp: Optional[torch.Tensor]  # (N, L)
 
 
+class TrainerState(NamedTuple):
+    """What a reward sees as `trainer_state` (TRL passes its TrainerState): optimizer updates done, and planned."""
+
+    global_step: int
+    max_steps: int
+
+
+def reward_names(reward_funcs: Sequence) -> list[str]:
+    """TRL's name of each reward function: its `__name__` (rewards/<name>/mean)."""
+    return [getattr(f, "__name__", f"reward_{k}") for k, f in enumerate(reward_funcs)]
+
+
 def score(reward_funcs: Sequence, weights: Sequence[float], prompts: list[str], completions: list[str],
-          columns: dict[str, list]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Summed weighted rewards (N,) and each function's mean (TRL: rewards/<fn>/mean)."""
-    table = torch.tensor([[float(x) for x in f(prompts, completions, **columns)] for f in reward_funcs])  # (F, N)
-    if table.shape[1] != len(completions):
-        raise ValueError(f"a reward function returned {table.shape[1]} rewards for {len(completions)} completions")
-    names = [getattr(f, "__name__", f"reward_{k}") for k, f in enumerate(reward_funcs)]
-    return (torch.tensor(weights)[:, None] * table).sum(0), dict(zip(names, table.mean(1).tolist()))
+          columns: dict[str, list], completion_ids: Optional[list[list[int]]] = None,
+          trainer_state: Optional[TrainerState] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted rewards (N,) and each function's rewards {name: (N,)}, the functions called as TRL calls them.
+
+    By keyword: prompts=, completions=, completion_ids=, trainer_state= and the columns (one entry per completion).
+    A `None` reward becomes NaN; the weighted sum leaves NaN out (TRL's nansum) and is NaN where no function scored.
+    """
+    kwargs = {**columns, "prompts": prompts, "completions": completions, "completion_ids": completion_ids,
+              "trainer_state": trainer_state}
+    names, table = reward_names(reward_funcs), []
+    for name, f in zip(names, reward_funcs):
+        out = [float("nan") if x is None else float(x) for x in f(**kwargs)]
+        if len(out) != len(completions):
+            raise ValueError(f"reward function {name!r} returned {len(out)} rewards for {len(completions)} "
+                             "completions; return one per completion (None where it does not apply)")
+        table.append(out)
+    table = torch.tensor(table)  # (F, N)
+    weighted = torch.tensor(weights)[:, None] * table
+    rewards = torch.where(torch.isnan(weighted), torch.zeros_like(weighted), weighted).sum(0)
+    rewards[torch.isnan(table).all(0)] = float("nan")  # unscorable: out of the baseline, advantage 0
+    return rewards, dict(zip(names, table))
 
 
-def make_batch(bundle: ModelBundle, rows: list[dict], trie: SIDTrie, reward_funcs, cfg: GRPOConfig,
-               generator: torch.Generator, frozen) -> Batch:
-    """Sample G SIDs per prompt, score them, compute advantages and reference log-probs."""
-    prompts = [r["prompt"] for r in rows]
+def rollout(bundle: ModelBundle, prompts: list[str], trie: SIDTrie, cfg: GRPOConfig,
+            generator: torch.Generator) -> Rollouts:
+    """G valid SIDs per prompt from the constrained policy."""
     ro = decoding.sample(bundle.model, bundle.tokenizer, prompts, trie, cfg.num_generations, cfg.temperature,
                          generator)
     if any(len(c) != cfg.num_generations for c in ro.completions):
         raise ValueError("a prompt got fewer than num_generations valid SIDs: the trie has dead ends; build it "
                          "with SIDTrie.from_sids over the item table (recommend.sid_trie)")
-    owner = ro.prompt_index.tolist()
-    completions = [c for group in ro.completions for c in group]
-    columns = {k: [rows[b][k] for b in owner] for k in rows[0] if k != "prompt"}  # repeated per completion
+    return ro
+
+
+def generation_batch(bundle: ModelBundle, micro_rows: list[list[dict]], trie: SIDTrie, reward_funcs,
+                     cfg: GRPOConfig, generator: torch.Generator, frozen,
+                     trainer_state: Optional[TrainerState] = None) -> list[Batch]:
+    """One optimizer step's micro-batches (TRL's generation batch): sampled one by one, then scored and given
+    advantages together (so "batch" scaling uses the std of the whole step), with reference log-probs."""
+    prompts = [[r["prompt"] for r in rows] for rows in micro_rows]
+    sampled = [rollout(bundle, p, trie, cfg, generator) for p in prompts]
+    owners = [micro_rows[a][b] for a, ro in enumerate(sampled) for b in ro.prompt_index.tolist()]  # (N_step,)
+    completions = [c for ro in sampled for group in ro.completions for c in group]
+    ids = [t[m].tolist() for ro in sampled for t, m in zip(ro.token_ids, ro.completion_mask)]
+    columns = {k: [r[k] for r in owners] for k in owners[0] if k != "prompt"}  # repeated per completion
     weights = cfg.reward_weights or [1.0] * len(reward_funcs)
-    rewards, per_func = score(reward_funcs, weights, [prompts[b] for b in owner], completions, columns)
+    rewards, per_func = score(reward_funcs, weights, [r["prompt"] for r in owners], completions, columns, ids,
+                              trainer_state)
     advantages = group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)
-    ref = None
-    if cfg.beta != 0:
-        ref = reference_logprobs(bundle, frozen, prompts, ro.prompt_index, completions, trie, cfg.temperature).logprobs
-    return Batch(prompts, ro, completions, rewards, per_func, advantages, ref)
+    batches, start = [], 0
+    for p, ro in zip(prompts, sampled):
+        part = slice(start, start + len(ro.prompt_index))
+        start = part.stop
+        ref = None
+        if cfg.beta != 0:
+            ref = reference_logprobs(bundle, frozen, p, ro.prompt_index, completions[part], trie,
+                                     cfg.temperature).logprobs
+        batches.append(Batch(p, ro, completions[part], rewards[part], {k: v[part] for k, v in per_func.items()},
+                             advantages[part], ref))
+    return batches
+
+
+def make_batch(bundle: ModelBundle, rows: list[dict], trie: SIDTrie, reward_funcs, cfg: GRPOConfig,
+               generator: torch.Generator, frozen) -> Batch:
+    """Sample G SIDs per prompt, score them, compute advantages and reference log-probs (a one-micro-batch step)."""
+    return generation_batch(bundle, [rows], trie, reward_funcs, cfg, generator, frozen)[0]
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -285,7 +377,7 @@ def update(bundle: ModelBundle, batches: list[Batch], trie: SIDTrie, cfg: GRPOCo
         lp = policy_logprobs(bundle.model, bundle.tokenizer, b.prompts, b.rollouts.prompt_index, b.completions, trie,
                              cfg.temperature)
         old = b.rollouts.logprobs.to(lp.logprobs.device)
-        norm = tokens if cfg.loss_type == "dapo" else None
+        norm = {"dapo": tokens, "dr_grpo": float(len(b.completions) * trie.depth)}.get(cfg.loss_type)
         parts = grpo_loss(lp.logprobs, old, b.ref_logp, b.advantages.to(old.device), lp.mask, cfg.beta, cfg.epsilon,
                           cfg.loss_type, norm, cfg.use_bias_correction_kl)
         scale = 1.0 if cfg.loss_type == "dapo" else 1.0 / len(batches)  # the others average micro-batches
@@ -299,25 +391,28 @@ def update(bundle: ModelBundle, batches: list[Batch], trie: SIDTrie, cfg: GRPOCo
 
 
 def batch_stats(batches: list[Batch], cfg: GRPOConfig) -> dict:
-    """TRL's reward logs of one step: reward, reward_std, rewards/<fn>/mean, frac_reward_zero_std, invalid rate."""
+    """TRL's reward logs of one step: reward, reward_std, rewards/<fn>/mean, frac_reward_zero_std, invalid rate.
+
+    Means and stds leave NaN (unscored) rewards out, as TRL's nanmean and nanstd.
+    """
     rewards = torch.cat([b.rewards for b in batches])
-    stats = {"reward": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+    stats = {"reward": float(nanmean(rewards)), "reward_std": float(nanstd(rewards)) if len(rewards) > 1 else 0.0,
              "frac_reward_zero_std": float(np.mean([zero_std_fraction(b.rewards, cfg.num_generations)
                                                     for b in batches]))}
     for name in batches[0].per_func:
-        stats[f"rewards/{name}/mean"] = float(np.mean([b.per_func[name] for b in batches]))
-    wanted = sum(len(b.prompts) for b in batches) * cfg.num_generations
-    stats["invalid_sid_rate"] = 1.0 - len(rewards) / wanted  # samples lost at a trie dead end (none expected)
+        stats[f"rewards/{name}/mean"] = float(nanmean(torch.cat([b.per_func[name] for b in batches])))
     return stats
 
 
 def train_step(bundle, examples, trie, reward_funcs, cfg: GRPOConfig, step: int, optimizer, generator, frozen) -> dict:
     """One generation round: sample + score the micro-batches, then `num_iterations` updates on them."""
-    batches = []
+    micro_rows = []
     for a in range(cfg.gradient_accumulation_steps):
         picked = sft.batch_indices(len(examples), cfg.prompts_per_batch, cfg.seed,
                                    step * cfg.gradient_accumulation_steps + a)
-        batches.append(make_batch(bundle, [examples[i] for i in picked], trie, reward_funcs, cfg, generator, frozen))
+        micro_rows.append([examples[i] for i in picked])
+    state = TrainerState(step * cfg.num_iterations, cfg.max_steps * cfg.num_iterations)
+    batches = generation_batch(bundle, micro_rows, trie, reward_funcs, cfg, generator, frozen, state)
     updates = [update(bundle, batches, trie, cfg, optimizer) for _ in range(cfg.num_iterations)]
     return {**batch_stats(batches, cfg), **{k: float(np.mean([u[k] for u in updates])) for k in updates[0]}}
 

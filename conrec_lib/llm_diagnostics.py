@@ -160,10 +160,16 @@ def diagnose(bundle: ModelBundle, prepared: PreparedData, tokenized: Tokenized, 
         context_gain_ci95=paired_bootstrap(own_hits, other_hits, seed=seed), n_rows=len(rows))
 
 
-def table(diagnostics: dict[str, Diagnostics]) -> pd.DataFrame:
-    """One row per model: the diagnostics rounded for display, and the verdict."""
+def table(diagnostics: dict[str, "Diagnostics | dict | None"]) -> pd.DataFrame:
+    """One row per model: the diagnostics rounded for display, and the verdict.
+
+    Values may be `Diagnostics` or their `as_dict()` form as metrics.json holds it; None (not measured) is left out.
+    """
     rows = {}
     for name, d in diagnostics.items():
+        if d is None:
+            continue
+        d = Diagnostics.from_dict(d) if isinstance(d, dict) else d
         lo, hi = d.context_gain_ci95
         rows[name] = {"NLL/item (nats)": round(d.nll_per_item, 2), "uniform": round(d.nll_uniform, 2),
                       "valid-SID mass": round(d.valid_sid_mass, 3),

@@ -43,7 +43,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from conrec_lib import hardware, runs
+from conrec_lib import artifacts, hardware, runs
+from conrec_lib.configs import check_types
 
 TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
@@ -87,6 +88,7 @@ class ModelConfig:
     sid_init: str = "codewords"
 
     def __post_init__(self):
+        check_types(self)
         for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
                       "max_position_embeddings", "lora_r", "lora_alpha"):
             if getattr(self, field) < 1:
@@ -145,15 +147,19 @@ def load_model(cfg: ModelConfig, sid_tokens: Sequence[str], corpus: Sequence[str
     """Load the backbone named by `cfg.name`, add `sid_tokens` as whole tokens and wrap it for fine-tuning.
 
     `corpus` (prompt texts, item titles) trains the tiny model's tokenizer; pretrained models ignore it.
-    `token_vectors` (`semantic_ids.token_vectors`) seed the SID rows when `cfg.sid_init == "codewords"`.
+    `token_vectors` (`semantic_ids.token_vectors`) seed the SID rows when `cfg.sid_init == "codewords"` (required
+    then: without them the rows would silently start at the mean, which is `sid_init="mean"`).
     """
+    if cfg.sid_init == "codewords" and not token_vectors:
+        raise ValueError("ModelConfig.sid_init='codewords' needs the SID codewords: pass "
+                         "token_vectors=semantic_ids.token_vectors(sids) to load_model, or set sid_init='mean'")
     with seeded(cfg.seed):
         if cfg.name == TINY:
             model, tokenizer = build_tiny(cfg, corpus, sid_tokens)
         else:
             model, tokenizer = load_pretrained(cfg)
         sid_ids = add_sid_tokens(model, tokenizer, sid_tokens)
-        if cfg.sid_init == "codewords" and token_vectors:
+        if cfg.sid_init == "codewords":
             init_from_codewords(model, tokenizer, token_vectors, cfg.seed)
         model = prepare_for_training(model, cfg, trained_rows(tokenizer, sid_ids))
     device = torch.device(hardware.resolve_device(cfg.device))
@@ -398,7 +404,7 @@ def load_adapter(cfg: ModelConfig, folder: str | os.PathLike, sid_tokens: Sequen
     if saved["config"]["name"] != cfg.name or saved["config"]["lora"] != cfg.lora:
         raise ValueError(f"{folder / 'bundle.json'}: saved for name={saved['config']['name']!r}, "
                          f"lora={saved['config']['lora']}; pass a ModelConfig with the same name and lora")
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer = artifacts.read(AutoTokenizer.from_pretrained, folder / "tokenizer")
     with quiet_hub_progress():  # no "Loading weights" bar in the notebooks' outputs
         model = load_weights(cfg, folder, len(tokenizer))
     sid_ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
@@ -416,13 +422,14 @@ def load_saved(folder: str | os.PathLike, sid_tokens: Sequence[str], device: Opt
 def load_weights(cfg: ModelConfig, folder: Path, vocab_size: int) -> torch.nn.Module:
     """The network `save_adapter` stored in `folder`: full weights, or a base model with its LoRA adapter."""
     if not cfg.lora:
-        return AutoModelForCausalLM.from_pretrained(folder / "model", dtype=DTYPES[cfg.dtype])
+        return artifacts.read(AutoModelForCausalLM.from_pretrained, folder / "model", dtype=DTYPES[cfg.dtype])
     if cfg.name == TINY:
-        base = AutoModelForCausalLM.from_pretrained(folder / "base", dtype=DTYPES[cfg.dtype])
+        base = artifacts.read(AutoModelForCausalLM.from_pretrained, folder / "base", dtype=DTYPES[cfg.dtype])
     else:
         base, _ = load_pretrained(cfg)
         base.resize_token_embeddings(vocab_size, mean_resizing=False)  # SID rows come from the adapter
-    return PeftModel.from_pretrained(base, folder / "adapter", is_trainable=True)
+    with artifacts.reading(folder / "adapter"):
+        return PeftModel.from_pretrained(base, folder / "adapter", is_trainable=True)
 
 
 def read_bundle_json(folder: Path) -> dict:
@@ -430,4 +437,5 @@ def read_bundle_json(folder: Path) -> dict:
     path = folder / "bundle.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; {folder} is not a folder written by model.save_adapter")
-    return json.loads(path.read_text(encoding="utf-8"))
+    with artifacts.reading(path):
+        return json.loads(path.read_text(encoding="utf-8"))

@@ -1,8 +1,10 @@
 """GRPO rewards for next-negative generation, and the training examples (prompt + reward columns) they read.
 
 PAPER.md "Progressive GRPO" (reward). Every reward has TRL's signature `(prompts, completions, **columns) ->
-list[float]`: one float per completion, the columns aligned with the completions (a prompt's columns repeated
-for each of its G completions). A completion is one SID string (constrained decoding only yields valid ones).
+list[float]` and is called as TRL calls it, by keyword (`reward(prompts=..., completions=..., ground_truth=...)`;
+extra keywords such as `completion_ids` or `trainer_state` are ignored): one float per completion, the columns
+aligned with the completions (a prompt's columns repeated for each of its G completions). A completion is one
+SID string (constrained decoding only yields valid ones).
 Notation, with e(x) an item's embedding *reconstructed from its SID's codewords* (`recommend.reconstructed_
 embeddings`, as the paper's reward and deployment filter use) and cos the cosine similarity:
 
@@ -91,7 +93,7 @@ def matched_levels(sid: str, other: str, levels: int) -> int:
     return n
 
 
-# --- reward callables (TRL signature) ---------------------------------------------------------------
+# --- reward callables (TRL signature, keyword arguments only) ---------------------------------------
 
 class Named:
     """TRL logs a reward function as rewards/<__name__>/mean; a reward object answers with its `name` field."""
@@ -121,7 +123,7 @@ class SimilarityReward(Named):
             s_pos = truncate(s_pos, self.threshold) if self.truncate_positive else s_pos
         return s_neg - self.gamma * s_pos
 
-    def __call__(self, prompts, completions, ground_truth, future_positives=None, **_) -> list[float]:
+    def __call__(self, *, prompts=None, completions, ground_truth, future_positives=None, **_) -> list[float]:
         future_positives = future_positives if future_positives is not None else [[]] * len(completions)
         return [self.score(c, g, f) for c, g, f in zip(completions, ground_truth, future_positives)]
 
@@ -139,7 +141,7 @@ class HitReward(Named):
                    default=0)
         return HIT_REWARD[min(best, 3)] if levels >= 3 else float(best == levels)
 
-    def __call__(self, prompts, completions, ground_truth, **_) -> list[float]:
+    def __call__(self, *, prompts=None, completions, ground_truth, **_) -> list[float]:
         return [self.score(c, g) for c, g in zip(completions, ground_truth)]
 
 
@@ -150,7 +152,7 @@ class NextNegativeHit(Named):
     space: RewardSpace
     name: str = "next_negative_hit"
 
-    def __call__(self, prompts, completions, next_negative, **_) -> list[float]:
+    def __call__(self, *, prompts=None, completions, next_negative, **_) -> list[float]:
         return [float(self.space.table.item_of(c) == int(n)) for c, n in zip(completions, next_negative)]
 
 

@@ -21,14 +21,14 @@ import pandas as pd
 import torch
 from conrec_lib.progress import tqdm
 
-from conrec_lib import runs
+from conrec_lib import artifacts, runs
+from conrec_lib.configs import check_types
 from conrec_lib.decoding import SIDTrie, completion_logits, eval_mode
 from conrec_lib.model import ModelBundle, encode_completion, encode_prompt, save_adapter, seeded
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "loss_history.csv"
 ADAPTER = "adapter"
-IGNORE = -100  # the label of a token that carries no loss (prompt, padding)
 LOSS_OVER = ("vocabulary", "trie")
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "eval_every", "eval_batch_size")
@@ -61,6 +61,7 @@ class SFTConfig:
     eval_batch_size: int = 32
 
     def __post_init__(self):
+        check_types(self)
         for field in ("max_steps", "batch_size", "grad_accum", "max_length", "log_every", "checkpoint_every",
                       "eval_batch_size"):
             if getattr(self, field) < 1:
@@ -74,6 +75,15 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.loss_over={self.loss_over!r}: use one of {LOSS_OVER}")
         if self.warmup_steps >= self.max_steps:
             raise ValueError(f"SFTConfig.warmup_steps={self.warmup_steps} must be < max_steps={self.max_steps}")
+
+
+def with_steps(cfg: SFTConfig, max_steps: int) -> SFTConfig:
+    """A copy that trains `max_steps` steps; the learning-rate warm-up shortened to at most a tenth of the run.
+
+    >>> with_steps(SFTConfig(warmup_steps=10), 4).warmup_steps
+    0
+    """
+    return dataclasses.replace(cfg, max_steps=max_steps, warmup_steps=min(cfg.warmup_steps, max_steps // 10))
 
 
 @dataclasses.dataclass
@@ -162,15 +172,6 @@ def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_length: 
         truncated += len(ids) > room
         encoded.append(Example(ids[-room:], target))
     return EncodedExamples(encoded, truncated)
-
-
-def labels_for(example: Example) -> list[int]:
-    """The labels of prompt + completion: IGNORE on the prompt, the token ids on the completion.
-
-    >>> labels_for(Example([5, 6, 7], [8, 2]))
-    [-100, -100, -100, 8, 2]
-    """
-    return [IGNORE] * len(example.prompt) + list(example.completion)
 
 
 def trie_mask(trie: SIDTrie, completions: Sequence[Sequence[int]], depth: int, vocab_size: int,
@@ -270,7 +271,7 @@ def save_checkpoint(path: Path, bundle: ModelBundle, optimizer, state: TrainStat
 
 def load_checkpoint(path: Path, bundle: ModelBundle, optimizer, cfg: SFTConfig) -> TrainState:
     """Restore a checkpoint written by `save_checkpoint` into `bundle` and `optimizer`."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = artifacts.read(torch.load, path, map_location="cpu", weights_only=True)
     changed = [k for k, v in payload["config"].items() if k not in RESUMABLE_CHANGES and getattr(cfg, k) != v]
     if changed:
         raise ValueError(f"{path}: written with a different SFTConfig ({', '.join(changed)}); restore those "

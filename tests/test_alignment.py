@@ -154,7 +154,7 @@ def test_option_scores_are_summed_token_logprobs_and_training_picks_the_answer(h
     prepared, table = hand
     examples = alignment.alignment_examples(prepared, table, period="train")
     corpus = [e.prompt for e in examples]
-    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False), table.vocabulary(), corpus)
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, sid_init="mean"), table.vocabulary(), corpus)
     scores = alignment.option_scores(bundle, examples, batch_size=2)
     assert scores.shape == (3, 4)
     e = examples[1]

@@ -25,7 +25,7 @@ def sid(codes) -> str:
 @pytest.fixture(scope="module")
 def bundle():
     """A tiny model with large random weights, so that its next-token distributions are far from uniform."""
-    cfg = model.ModelConfig(lora=False, hidden_size=32, num_heads=2, intermediate_size=64, tokenizer_vocab_size=300)
+    cfg = model.ModelConfig(lora=False, sid_init="mean", hidden_size=32, num_heads=2, intermediate_size=64, tokenizer_vocab_size=300)
     b = model.load_model(cfg, SID_TOKENS, corpus=["abc xyz abc"] * 5)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():

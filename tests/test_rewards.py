@@ -15,7 +15,7 @@ COLUMNS = {"ground_truth": [[0], [0], [1]], "future_positives": [[2], [], [2]], 
 
 
 def scores(name, **kw):
-    return rewards.make_reward(name, SPACE, **kw)([""] * 3, SID, **COLUMNS)
+    return rewards.make_reward(name, SPACE, **kw)(prompts=[""] * 3, completions=SID, **COLUMNS)
 
 
 def test_paper_reward_is_max_cosine_to_gts_minus_gamma_max_cosine_to_positives():
@@ -32,12 +32,22 @@ def test_truncated_variants_zero_similarities_at_or_below_the_threshold():
 
 def test_hit_reward_pays_by_matched_sid_levels_and_next_negative_hit_by_identity():
     assert scores("hit") == pytest.approx([1.0, 0.01, 0.0])  # 3 levels; 1 level (<a_0>); none (<a_1> vs <a_0>)
-    assert rewards.HitReward(SPACE)([""], [SID[1]], ground_truth=[[0, 1]]) == [1.0]
-    assert rewards.HitReward(SPACE)([""], [SID[0]], ground_truth=[[2, 1]]) == [0.01]  # best: item 1, 1 level
+    assert rewards.HitReward(SPACE)(completions=[SID[1]], ground_truth=[[0, 1]]) == [1.0]
+    assert rewards.HitReward(SPACE)(completions=[SID[0]], ground_truth=[[2, 1]]) == [0.01]  # best: item 1, 1 level
     table = SIDTable(np.array([[0, 0, 0, 0], [0, 0, 1, 0]]), codebook_size=2, levels=3)
     two_levels = rewards.HitReward(rewards.RewardSpace(table, np.eye(2)))
-    assert two_levels([""], [table.sid_of(0)], ground_truth=[[1]]) == [0.1]  # <a_0><b_0> shared
+    assert two_levels(completions=[table.sid_of(0)], ground_truth=[[1]]) == [0.1]  # <a_0><b_0> shared
     assert scores("next_negative_hit") == [1.0, 1.0, 0.0]
+
+
+def test_rewards_are_called_by_keyword_as_trl_calls_them():
+    # TRL passes prompts=, completions=, completion_ids=, trainer_state=, log_extra=, log_metric= and the columns
+    extra = {"completion_ids": [[1, 2, 3]] * 3, "trainer_state": None, "log_extra": None, "log_metric": None}
+    for name in rewards.VARIANTS:
+        assert rewards.make_reward(name, SPACE)(prompts=[""] * 3, completions=SID, **COLUMNS, **extra) == scores(name)
+    assert rewards.make_reward("hit", SPACE)(completions=SID, **COLUMNS) == scores("hit")  # prompts not needed
+    with pytest.raises(TypeError):  # positional calls are refused: TRL never makes them
+        rewards.make_reward("conrec", SPACE)([""] * 3, SID, **COLUMNS)
 
 
 def test_rewards_carry_their_names_and_bad_names_are_refused():

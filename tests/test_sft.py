@@ -15,7 +15,7 @@ CORPUS = [p for p, _ in EXAMPLES]
 
 
 def tiny(lora: bool = True, **sizes) -> model.ModelBundle:
-    return model.load_model(model.ModelConfig(lora=lora, device="cpu", **sizes), SID_TOKENS, CORPUS)
+    return model.load_model(model.ModelConfig(lora=lora, device="cpu", sid_init="mean", **sizes), SID_TOKENS, CORPUS)
 
 
 def short(**overrides) -> sft.SFTConfig:
@@ -81,9 +81,7 @@ def test_loss_covers_completion_tokens_only():
     for example, (prompt, completion) in zip(encoded, EXAMPLES):
         assert len(example.completion) == 5 and set(example.completion[:4]) <= set(bundle.sid_token_ids)
         assert example.completion[-1] == eos
-        labels = sft.labels_for(example)
-        assert labels[:len(example.prompt)] == [sft.IGNORE] * len(example.prompt)
-        assert labels[len(example.prompt):] == model.encode_completion(bundle.tokenizer, completion) + [eos]
+        assert example.completion == model.encode_completion(bundle.tokenizer, completion) + [eos]
     # the loss is exactly the completion tokens' negative log-likelihood: 4 SID tokens + EOS per example
     summed = sft.summed_loss(bundle.model, encoded)
     assert summed.tokens == 2 * 5
@@ -166,7 +164,7 @@ def test_trie_loss_normalises_over_valid_codes_only(tiny_prepared):
     prepared, tokenized = tiny_prepared
     table = tokenized.sids.table
     examples = tasks.next_negative_examples(prepared, table, PromptConfig(), "train", max_examples=32)
-    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, hidden_size=32, num_layers=1, num_heads=2,
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, sid_init="mean", hidden_size=32, num_layers=1, num_heads=2,
                                                 intermediate_size=64), table.vocabulary(), [e.prompt for e in examples])
     trie = recommend.sid_trie(bundle, table)
     encoded = sft.encode_examples(bundle.tokenizer, tasks.pairs(examples), 512).examples

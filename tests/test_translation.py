@@ -70,8 +70,8 @@ def test_accuracy_is_exact_match_and_greedy_batches_agree(hand):
     prepared, table = hand
     examples = translation.translation_examples(prepared, table, item_ids=[0, 5, 6])
     corpus = [e.prompt + e.completion for e in examples]
-    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False), table.vocabulary(), corpus)
-    cfg = sft.SFTConfig(max_steps=150, batch_size=6, warmup_steps=2, lr=1e-2, log_every=50)
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, sid_init="mean"), table.vocabulary(), corpus)
+    cfg = sft.SFTConfig(max_steps=300, batch_size=6, warmup_steps=2, lr=1e-2, log_every=50)
     sft.train(bundle, tasks.pairs(examples), cfg, progress=False)
     acc = translation.translation_accuracy(bundle, examples, table, batch_size=4)
     assert acc.title_to_sid == 1.0 and (acc.n_title_to_sid, acc.n_sid_to_title) == (3, 3)
