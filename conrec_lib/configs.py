@@ -140,3 +140,41 @@ def _name(hint: Any) -> str:
 def _shown(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def from_dict(cls: type, saved: Mapping) -> Any:
+    """A config rebuilt from its `config.json` dict: nested configs rebuilt, JSON lists back to tuples where the
+    field is a tuple; keys the class no longer has are dropped (a field added since keeps its default).
+
+    >>> @dataclasses.dataclass
+    ... class DemoConfig:
+    ...     sizes: tuple[int, ...] = (1,)
+    ...     seed: int = 0
+    >>> from_dict(DemoConfig, {"sizes": [2, 3], "seed": 1, "gone": True})
+    DemoConfig(sizes=(2, 3), seed=1)
+    """
+    hints = _hints(cls)
+    return cls(**{name: _rebuilt(hints[name], value) for name, value in saved.items() if name in hints})
+
+
+def _rebuilt(hint: Any, value: Any) -> Any:
+    arms = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
+    for arm in arms:
+        if isinstance(arm, type) and dataclasses.is_dataclass(arm) and isinstance(value, Mapping):
+            return from_dict(arm, value)
+        if typing.get_origin(arm) is tuple and isinstance(value, list):
+            args = typing.get_args(arm)
+            inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+            return tuple(_rebuilt(inner, v) if inner is not None else v for v in value)
+    return value
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (Union, types.UnionType)
+
+
+def read(cls: type, path: Any) -> Any:
+    """`from_dict(cls, ...)` of a stage's `config.json` (errors name the file)."""
+    from conrec_lib import runs  # core, like this module; imported here so configs stays import-light
+
+    return from_dict(cls, runs.read_json(path))

@@ -1,10 +1,12 @@
 """Shared test fixtures: a tiny run with notebooks 01 and 02 done, and a tiny model config."""
 import pytest
 
-from conrec_lib import dataprep, item_tokenizer, runs
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.model import ModelConfig
-from conrec_lib.quantizer import SIDConfig
+from conrec_lib import runs
+from conrec_lib.data import dataprep
+from conrec_lib.sids import item_tokenizer
+from conrec_lib.sids.embeddings import EmbedConfig
+from conrec_lib.llm.model import ModelConfig
+from conrec_lib.sids.quantizer import SIDConfig
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The closed-loop A/B test (conrec_lib.ab_test) on the "tiny" simulator: exact equalities from the shared
+"""The closed-loop A/B test (conrec_lib.evaluation.ab_test) on the "tiny" simulator: exact equalities from the shared
 random stream, an oracle that removes every negative, and the counterfactual false-filter count."""
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import ab_test as ab
-from conrec_lib import data, deployment
-from conrec_lib import simulate as sim
+from conrec_lib.evaluation import ab_test as ab
+from conrec_lib.data import dataset as data
+from conrec_lib.evaluation import deployment
+from conrec_lib.data import simulate as sim
 
 CFG = ab.ABConfig(n_days=2, seeds=(0,))
 

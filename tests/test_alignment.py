@@ -6,9 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from conrec_lib import alignment, data, dataprep, decoding, hardware, loaders, model, sft, splits, tasks
-from conrec_lib.alignment import AlignmentConfig
-from conrec_lib.semantic_ids import SIDTable
+from conrec_lib.data import histories
+from conrec_lib import hardware
+from conrec_lib.context import alignment
+from conrec_lib.data import dataset as data, dataprep, loaders, splits
+from conrec_lib.llm import decoding, model, sft, tasks
+from conrec_lib.context.alignment import AlignmentConfig
+from conrec_lib.sids.semantic_ids import SIDTable
 
 DAY = data.SECONDS_PER_DAY
 SID = re.compile(r"<a_\d+><b_\d+><c_\d+>")
@@ -90,7 +94,7 @@ def test_no_user_history_leaks_into_the_prompt(hand):
 
 def test_answer_is_an_option_and_distractors_are_the_same_users_positives(simulated):
     prepared, table = simulated
-    index, cutoffs = tasks.FeedbackIndex.of(prepared), prepared.split.test_cutoffs()
+    index, cutoffs = histories.FeedbackIndex.of(prepared), prepared.split.test_cutoffs()
     examples = alignment.alignment_examples(prepared, table, period="train")
     assert len(examples) > 50
     for e in examples:

@@ -5,8 +5,8 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from conrec_lib import assessment
-from conrec_lib.ab_test import ABConfig, ABResult, ArmResult
+from conrec_lib.evaluation import assessment
+from conrec_lib.evaluation.ab_test import ABConfig, ABResult, ArmResult
 
 METRICS = dict.fromkeys(assessment.METRICS, 0.0)
 

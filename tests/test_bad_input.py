@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import data, loaders
+from conrec_lib.data import dataset as data, loaders
 
 T = 946_890_000  # 2000-01-03 09:40 UTC, a plausible unix time in seconds
 

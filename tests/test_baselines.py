@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import baselines, data, dataprep, recommend, splits
-from conrec_lib.baselines import BaselineConfig
-from conrec_lib.swing import SwingConfig
+from conrec_lib.baselines import heuristics as baselines
+from conrec_lib.data import dataset as data, dataprep, splits
+from conrec_lib.llm import recommend
+from conrec_lib.baselines.heuristics import BaselineConfig
+from conrec_lib.baselines.swing import SwingConfig
 
 DAY = data.SECONDS_PER_DAY
 TEST_DAY = 7  # 14 days of log: the test window is days 7..13
@@ -115,7 +117,9 @@ def test_config_errors_say_how_to_fix():
 
 
 def test_own_negatives_follows_the_users_facets_and_oracle_reads_the_ground_truth(tiny_prepared):
-    from conrec_lib import baselines as b, recommend as r, simulate
+    from conrec_lib.baselines import heuristics as b
+    from conrec_lib.llm import recommend as r
+    from conrec_lib.data import simulate
     prepared, tokenized = tiny_prepared
     rows = prepared.split.test
     own = b.OwnNegatives.fit(prepared, tokenized)
@@ -134,7 +138,7 @@ def test_own_negatives_follows_the_users_facets_and_oracle_reads_the_ground_trut
 
 def test_oracle_refuses_data_without_ground_truth(tiny_prepared):
     import dataclasses
-    from conrec_lib import baselines as b
+    from conrec_lib.baselines import heuristics as b
     prepared, _ = tiny_prepared
     blind = dataclasses.replace(prepared, dataset=dataclasses.replace(prepared.dataset, ground_truth=None))
     with pytest.raises(ValueError, match="only on the simulator"):

@@ -19,26 +19,31 @@ import pytest
 import torch
 
 import conrec_lib
-from conrec_lib import artifacts, dataprep, item_tokenizer, model, runs, sft
-from conrec_lib import embeddings as emb
+from conrec_lib import artifacts, runs
+from conrec_lib.data import dataprep
+from conrec_lib.sids import item_tokenizer
+from conrec_lib.llm import model, sft
+from conrec_lib.sids import embeddings as emb
+from conrec_lib import configs
 from conrec_lib.configs import ConfigTypeError, check_types
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.quantizer import SIDConfig
+from conrec_lib.sids.embeddings import EmbedConfig
+from conrec_lib.sids.quantizer import SIDConfig
 
 
 def config_classes() -> list[type]:
     """Every dataclass named `*Config` defined in a conrec_lib module."""
     found = []
-    for info in pkgutil.iter_modules(conrec_lib.__path__):
-        if info.name.startswith("_"):  # __main__ runs the CLI
+    for info in pkgutil.walk_packages(conrec_lib.__path__, "conrec_lib."):
+        if info.name.rsplit(".", 1)[-1].startswith("_"):  # __main__ runs the CLI
             continue
-        module = importlib.import_module(f"conrec_lib.{info.name}")
+        module = importlib.import_module(info.name)
         found += [obj for obj in vars(module).values() if isinstance(obj, type) and dataclasses.is_dataclass(obj)
                   and obj.__name__.endswith("Config") and obj.__module__ == module.__name__]
     return sorted(found, key=lambda c: c.__name__)
 
 
 CONFIGS = config_classes()
+assert len(CONFIGS) >= 23, "config discovery found too few *Config classes"
 
 
 def arms(hint) -> tuple:
@@ -84,33 +89,26 @@ def test_every_field_rejects_a_value_of_the_wrong_type(cls):
             cls(**{name: wrong})
 
 
-def rebuilt(cls, saved: dict):
-    """A config from its config.json dict: nested configs rebuilt, as the stages' load_config functions do."""
-    hints = field_hints(cls)
-    fields = {k: rebuilt(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v for k, v in saved.items()
-              if k in hints}
-    return cls(**fields)
-
-
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
 def test_a_config_reads_back_from_its_json(cls, tmp_path):
     """JSON turns tuples into lists; the checks take them back, and the config writes the same file again."""
     runs.write_json(tmp_path / "config.json", cls())
-    runs.write_json(tmp_path / "again.json", rebuilt(cls, runs.read_json(tmp_path / "config.json")))
+    runs.write_json(tmp_path / "again.json", configs.read(cls, tmp_path / "config.json"))
     assert (tmp_path / "again.json").read_text() == (tmp_path / "config.json").read_text()
+    assert configs.read(cls, tmp_path / "config.json") == cls()  # tuples are tuples again, nested configs configs
 
 
 def test_the_issue_example():
-    from conrec_lib.splits import SplitConfig
+    from conrec_lib.data.splits import SplitConfig
     with pytest.raises(TypeError) as err:
         SplitConfig(horizon_days="7")
     assert str(err.value) == "SplitConfig.horizon_days: expected int, got str '7'"
 
 
 def test_what_the_checks_accept():
-    from conrec_lib.ab_test import ABConfig
-    from conrec_lib.sft import SFTConfig
-    from conrec_lib.splits import SplitConfig
+    from conrec_lib.evaluation.ab_test import ABConfig
+    from conrec_lib.llm.sft import SFTConfig
+    from conrec_lib.data.splits import SplitConfig
     SFTConfig(weight_decay=0, max_grad_norm=np.float32(0.5), seed=np.int64(3))  # an int for a float; numpy numbers
     SplitConfig(test_cutoff_day=None, train_cutoff_days=[2, 4])  # None for Optional; a list (JSON) for a tuple
     ABConfig(seeds=range(3))

@@ -5,11 +5,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conrec_lib import context_discerning as cd
-from conrec_lib import dataprep, hardware, loaders, runs, splits, tasks
-from conrec_lib.model import ModelConfig
-from conrec_lib.semantic_ids import SIDTable
-from conrec_lib.sft import SFTConfig
+from conrec_lib.context import context_discerning as cd
+from conrec_lib import hardware, runs
+from conrec_lib.data import dataprep, loaders, splits
+from conrec_lib.llm import tasks
+from conrec_lib.llm.model import ModelConfig
+from conrec_lib.sids.semantic_ids import SIDTable
+from conrec_lib.llm.sft import SFTConfig
 
 DAY = 86_400
 

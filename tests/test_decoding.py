@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conrec_lib import decoding, model
+from conrec_lib.llm import decoding, model
 
 LEVELS, CODES = "abcd", 3
 SID_TOKENS = [f"<{level}_{code}>" for level in LEVELS for code in range(CODES)]

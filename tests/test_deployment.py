@@ -1,4 +1,4 @@
-"""The deployment filter (conrec_lib.deployment): hand-checked cosines, the theta extremes, the trade-off curve."""
+"""The deployment filter (conrec_lib.evaluation.deployment): hand-checked cosines, the theta extremes, the trade-off curve."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import deployment as dep
-from conrec_lib import simulate as sim
-from conrec_lib import splits
+from conrec_lib.evaluation import deployment as dep
+from conrec_lib.data import simulate as sim
+from conrec_lib.data import splits
 
 # Four items in 2-D: 0 and 1 are 36.87 degrees apart (cos 0.8), 2 is orthogonal to 0, 3 is opposite to 2.
 EMB = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.0, -2.0]])

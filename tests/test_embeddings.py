@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import embeddings as emb
-from conrec_lib.data import Dataset
-from conrec_lib.embeddings import EmbedConfig
+from conrec_lib.sids import embeddings as emb
+from conrec_lib.data.dataset import Dataset
+from conrec_lib.sids.embeddings import EmbedConfig
 
 TITLES = ["red leather hiking boots", "brown leather hiking boots", "wireless in-ear earphones",
           "wired in-ear earphones", "cotton summer dress", "linen summer dress"]

@@ -1,14 +1,14 @@
 """Notebook 06's comparison: summaries on a hand-made table, and end to end on a tiny simulator and KuaiRand."""
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conrec_lib import evaluation, runs
-from conrec_lib.evaluation import EvaluationConfig
-from conrec_lib.sasrec import SASRecConfig
-from conrec_lib.tiger import TIGERConfig
+from conrec_lib import runs
+from conrec_lib.evaluation import comparisons as evaluation
+from conrec_lib.evaluation.comparisons import EvaluationConfig
+from conrec_lib.baselines.sasrec import SASRecConfig
+from conrec_lib.baselines.tiger import TIGERConfig
 
 FAST = dict(codebook_size=8, max_test_examples=15, sasrec=SASRecConfig(epochs=1, dim=16),
             tiger=TIGERConfig(epochs=1, dim=16, max_items=4))

@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from conrec_lib import decoding, grpo, hardware, rewards
-from conrec_lib.grpo import GRPOConfig
-from conrec_lib.model import ModelConfig, load_model
-from conrec_lib.semantic_ids import SIDTable
+from conrec_lib import hardware
+from conrec_lib.llm import decoding
+from conrec_lib.rl import grpo, rewards
+from conrec_lib.rl.grpo import GRPOConfig
+from conrec_lib.llm.model import ModelConfig, load_model
+from conrec_lib.sids.semantic_ids import SIDTable
 
 TABLE = SIDTable(np.array([[a, b, 0] for a in range(3) for b in range(3)]), codebook_size=3, levels=2)
 EMB = np.array([[1.0, a, b] for a in range(3) for b in range(3)])
@@ -180,7 +182,7 @@ def test_rewards_and_advantages_match_trl_over_a_generation_batch(tmp_path, scal
 
 
 def model_encode(bundle, completion):
-    from conrec_lib.model import encode_completion
+    from conrec_lib.llm.model import encode_completion
     return encode_completion(bundle.tokenizer, completion)
 
 

@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import data, dataprep, embeddings, item_tokenizer, runs, splits
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.quantizer import SIDConfig
+from conrec_lib import runs
+from conrec_lib.data import dataset as data, dataprep, splits
+from conrec_lib.sids import embeddings, item_tokenizer
+from conrec_lib.sids.embeddings import EmbedConfig
+from conrec_lib.sids.quantizer import SIDConfig
 
 DAY = data.SECONDS_PER_DAY
 N, P = "negative", "positive"

@@ -3,10 +3,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-from conrec_lib import llm_diagnostics as diag, model, recommend, sft, tasks
-from conrec_lib.prompts import PromptConfig
+from conrec_lib.llm import diagnostics as diag, model, recommend, sft, tasks
+from conrec_lib.llm.prompts import PromptConfig
 
 
 @pytest.fixture(scope="module")

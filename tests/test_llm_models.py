@@ -1,10 +1,11 @@
 """The tutorial's LLMs as recommenders: names and stage errors, and the sub-run pipeline end to end (tiny)."""
 import pytest
 
-from conrec_lib import evaluation, hardware, llm_models, runs
-from conrec_lib.evaluation import EvaluationConfig
-from conrec_lib.sasrec import SASRecConfig
-from conrec_lib.tiger import TIGERConfig
+from conrec_lib import hardware, runs
+from conrec_lib.evaluation import comparisons as evaluation, llm_models
+from conrec_lib.evaluation.comparisons import EvaluationConfig
+from conrec_lib.baselines.sasrec import SASRecConfig
+from conrec_lib.baselines.tiger import TIGERConfig
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conrec_lib import data, loaders
+from conrec_lib.data import dataset as data, loaders
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KUAIRAND_REAL = loaders.bundled("kuairand")
@@ -114,7 +114,7 @@ def test_generic_csv_without_items_uses_standin_text(tmp_path):
 
 
 def test_load_simulated_passes_options():
-    simulate = pytest.importorskip("conrec_lib.simulate", reason="conrec_lib/simulate.py is not written yet")
+    simulate = pytest.importorskip("conrec_lib.data.simulate", reason="conrec_lib/data/simulate.py is not written yet")
     ds = loaders.load("simulated", seed=0, scale="tiny")
     ref = simulate.simulate(simulate.SimConfig(seed=0, scale="tiny"))
     pd.testing.assert_frame_equal(ds.interactions, ref.interactions)

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from conrec_lib import decoding, model, sft
+from conrec_lib.llm import decoding, model, sft
 
 SID_TOKENS = [f"<{level}_{code}>" for level in "abcd" for code in range(3)]
 ITEMS = ["".join(f"<{lv}_{c}>" for lv, c in zip("abcd", codes)) for codes in itertools.product(range(3), repeat=4)]

@@ -1,11 +1,11 @@
 """The notebook chain, executed with papermill on small parameters; values are read back from the run folder."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from conrec_lib import loaders, runs, tutorial
+from conrec_lib import runs, tutorial
+from conrec_lib.data import loaders
 
 NB = {p.stem: p for p in tutorial.notebooks()}
 
@@ -84,7 +84,7 @@ def test_02_semantic_ids_on_the_simulator(smoke_run):
 
 
 def test_a_later_stage_names_the_notebook_to_run_first(tmp_path):
-    from conrec_lib import item_tokenizer
+    from conrec_lib.sids import item_tokenizer
 
     with pytest.raises(runs.StageMissingError, match="01_data_exploration.ipynb"):
         item_tokenizer.tokenize(item_tokenizer.TokenizerConfig(), runs.Run.at(tmp_path))

@@ -5,13 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import baselines, data, dataprep, item_tokenizer, model, positivity_bias as pb, prompts, runs, splits, tasks
-from conrec_lib.embeddings import EmbedConfig
-from conrec_lib.model import ModelConfig
-from conrec_lib.prompts import PromptConfig
-from conrec_lib.quantizer import SIDConfig
-from conrec_lib.sft import SFTConfig
-from conrec_lib.swing import SwingConfig
+from conrec_lib import runs
+from conrec_lib.baselines import heuristics as baselines
+from conrec_lib.data import dataset as data, dataprep, splits
+from conrec_lib.sids import item_tokenizer
+from conrec_lib.llm import model, prompts, tasks
+from conrec_lib.diagnosis import positivity_bias as pb
+from conrec_lib.sids.embeddings import EmbedConfig
+from conrec_lib.llm.model import ModelConfig
+from conrec_lib.llm.prompts import PromptConfig
+from conrec_lib.sids.quantizer import SIDConfig
+from conrec_lib.llm.sft import SFTConfig
+from conrec_lib.baselines.swing import SwingConfig
 
 DAY = data.SECONDS_PER_DAY
 TINY_MODEL = dict(device="cpu", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, lora=False)

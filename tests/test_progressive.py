@@ -1,10 +1,11 @@
 """Notebook 05's stage: config checks, the curriculum's prompts, and a tiny end-to-end run writing metrics.json."""
 import pytest
 
-from conrec_lib import context_discerning as cd
-from conrec_lib import hardware, progressive, runs
-from conrec_lib.grpo import GRPOConfig
-from conrec_lib.sft import SFTConfig
+from conrec_lib.context import context_discerning as cd
+from conrec_lib import hardware, runs
+from conrec_lib.rl import progressive
+from conrec_lib.rl.grpo import GRPOConfig
+from conrec_lib.llm.sft import SFTConfig
 
 
 @pytest.fixture(autouse=True)

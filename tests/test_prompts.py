@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from conrec_lib import prompts
+from conrec_lib.llm import prompts
 
 DAY = prompts.SECONDS_PER_DAY
 CUTOFF = 10 * DAY

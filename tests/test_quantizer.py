@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from conrec_lib import quantizer as quant
-from conrec_lib.quantizer import SIDConfig
+from conrec_lib.sids import quantizer as quant
+from conrec_lib.sids.quantizer import SIDConfig
 
 # A small RQ-VAE that learns the synthetic data below in about a second.
 SMALL_VAE = dict(hidden_dims=(128,), latent_dim=32, lr=3e-3, warmup_epochs=20, epochs=60, batch_size=32)

@@ -3,8 +3,10 @@ and scoring with the embeddings reconstructed from the SID codebooks."""
 import numpy as np
 import pytest
 
-from conrec_lib import metrics, model, recommend, tasks
-from conrec_lib.prompts import PromptConfig
+from conrec_lib.data import histories
+from conrec_lib import metrics
+from conrec_lib.llm import model, recommend, tasks
+from conrec_lib.llm.prompts import PromptConfig
 
 KEYS = {"HR@20", "FHR@20", "LUF@20", "LIF@20", "CandAcc", "positive_leakage", "n_examples"}
 
@@ -61,7 +63,7 @@ def test_score_uses_the_embeddings_reconstructed_from_the_codebooks(setup):
 
 
 def test_deployment_predict_sets_reads_only_history_before_the_cutoff(setup):
-    from conrec_lib import deployment
+    from conrec_lib.evaluation import deployment
 
     prepared, tokenized, bundle = setup
     table, inter = tokenized.sids.table, prepared.dataset.interactions
@@ -71,7 +73,7 @@ def test_deployment_predict_sets_reads_only_history_before_the_cutoff(setup):
     assert len(sets) == 3 and all(len(s) == len(set(s)) == 5 for s in sets)
     assert sets == deployment.predict_sets(bundle, prepared, table, PromptConfig(include_positives=True), users, end,
                                            k=5)  # deterministic
-    index = tasks.FeedbackIndex.of(prepared)
+    index = histories.FeedbackIndex.of(prepared)
     first = int(inter["timestamp"].min())  # nothing before it: the prompt has empty sections
     empty = tasks.render_prompt(index, prepared, table, PromptConfig(include_positives=True), 0, first)
     trie = recommend.sid_trie(bundle, table)

@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
-from conrec_lib import dataprep, loaders, rewards, splits, tasks
-from conrec_lib.prompts import PromptConfig
-from conrec_lib.semantic_ids import SIDTable
+from conrec_lib.data import dataprep, loaders, splits
+from conrec_lib.rl import rewards
+from conrec_lib.llm import tasks
+from conrec_lib.llm.prompts import PromptConfig
+from conrec_lib.sids.semantic_ids import SIDTable
 
 # three items: SIDs <a_0><b_0><c_0><d_0>, <a_0><b_1><c_0><d_0>, <a_1><b_1><c_1><d_0>
 TABLE = SIDTable(np.array([[0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 1, 0]]), codebook_size=2, levels=3)

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from conrec_lib import baselines, recommend, sasrec
-from conrec_lib.sasrec import SASRecConfig
+from conrec_lib.baselines import heuristics as baselines, sasrec
+from conrec_lib.llm import recommend
+from conrec_lib.baselines.sasrec import SASRecConfig
 
 TINY = dict(max_len=8, dim=16, num_layers=1, num_heads=2, dropout=0.0, batch_size=8, lr=1e-2)
 

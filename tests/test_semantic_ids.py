@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conrec_lib import quantizer as quant
-from conrec_lib import semantic_ids as sids
-from conrec_lib.semantic_ids import SIDConfig, SIDTable
+from conrec_lib.sids import quantizer as quant
+from conrec_lib.sids import semantic_ids as sids
+from conrec_lib.sids.semantic_ids import SIDConfig, SIDTable
 
 SMALL_VAE = dict(hidden_dims=(128,), latent_dim=32, lr=3e-3, warmup_epochs=5, epochs=10, batch_size=32)
 

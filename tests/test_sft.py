@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from conrec_lib import decoding, model, sft
+from conrec_lib.llm import decoding, model, sft
 
 SID_TOKENS = [f"<{level}_{code}>" for level in "abcd" for code in range(4)]
 ITEMS = ["".join(f"<{lv}_{c}>" for lv, c in zip("abcd", codes)) for codes in itertools.product(range(4), repeat=4)]
@@ -159,8 +159,8 @@ def test_config_errors_name_the_field():
 
 
 def test_trie_loss_normalises_over_valid_codes_only(tiny_prepared):
-    from conrec_lib import model, recommend, sft, tasks
-    from conrec_lib.prompts import PromptConfig
+    from conrec_lib.llm import model, recommend, sft, tasks
+    from conrec_lib.llm.prompts import PromptConfig
     prepared, tokenized = tiny_prepared
     table = tokenized.sids.table
     examples = tasks.next_negative_examples(prepared, table, PromptConfig(), "train", max_examples=32)

@@ -1,12 +1,12 @@
-"""Tests of the simulated platform (conrec_lib.simulate), on the "tiny" scale (< 1 s per run)."""
+"""Tests of the simulated platform (conrec_lib.data.simulate), on the "tiny" scale (< 1 s per run)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import data
-from conrec_lib import simulate as sim
+from conrec_lib.data import dataset as data
+from conrec_lib.data import simulate as sim
 
 
 @pytest.fixture(scope="module")

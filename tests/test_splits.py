@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import data, loaders, splits
+from conrec_lib.data import dataset as data, loaders, splits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DAY = data.SECONDS_PER_DAY

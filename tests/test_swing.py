@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import swing
+from conrec_lib.baselines import swing
 
 # u0..u3 disliked these items; |I(u)| = 2, 3, 3, 2
 TOY = {0: {0, 1}, 1: {0, 1, 2}, 2: {1, 2, 3}, 3: {0, 1}}

@@ -4,8 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from conrec_lib import prompts, tasks
-from conrec_lib.prompts import PromptConfig
+from conrec_lib.data import histories
+from conrec_lib.llm import prompts, tasks
+from conrec_lib.llm.prompts import PromptConfig
 
 SID = re.compile(r"<a_\d+><b_\d+><c_\d+><d_\d+>")
 
@@ -105,4 +106,4 @@ def test_bad_arguments_say_what_to_use(prepared_and_table):
         tasks.next_negative_examples(prepared, table, PromptConfig(), "valid")
     with pytest.raises(ValueError, match="max_examples=0"):
         tasks.next_negative_examples(prepared, table, PromptConfig(), "train", max_examples=0)
-    assert np.array_equal(tasks.sample_positions(3, 10, 0), [0, 1, 2])
+    assert np.array_equal(histories.sample_positions(3, 10, 0), [0, 1, 2])

@@ -3,9 +3,10 @@ through recommend.score."""
 import numpy as np
 import pytest
 
-from conrec_lib import baselines, recommend, sasrec, tiger
-from conrec_lib.decoding import SIDTrie
-from conrec_lib.tiger import TIGERConfig
+from conrec_lib.baselines import heuristics as baselines, sasrec, tiger
+from conrec_lib.llm import recommend
+from conrec_lib.llm.decoding import SIDTrie
+from conrec_lib.baselines.tiger import TIGERConfig
 
 # 5 items, SIDs of 2 levels: level a codes 0..2 (tokens 0..2), level b codes 0..1 (tokens 3..4)
 CODES = np.array([[0, 0], [0, 1], [1, 0], [2, 0], [2, 1]])

@@ -5,8 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib import data, dataprep, hardware, model, sft, tasks, translation
-from conrec_lib.semantic_ids import SIDTable
+from conrec_lib import hardware
+from conrec_lib.data import dataset as data, dataprep
+from conrec_lib.llm import model, sft, tasks
+from conrec_lib.context import translation
+from conrec_lib.sids.semantic_ids import SIDTable
 
 
 @pytest.fixture(autouse=True)
