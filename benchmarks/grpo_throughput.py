@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conrec_lib import decoding, grpo
-from conrec_lib.model import ModelConfig, load_model
-from conrec_lib.prompts import PromptConfig, build_prompt
-from conrec_lib.semantic_ids import SIDTable
+from conrec_lib.llm import decoding
+from conrec_lib.rl import grpo
+from conrec_lib.llm.model import ModelConfig, load_model
+from conrec_lib.llm.prompts import PromptConfig, build_prompt
+from conrec_lib.sids.semantic_ids import SIDTable
 
 RESULTS = Path(__file__).resolve().parent / "results" / "grpo_throughput.json"
 
@@ -39,7 +40,7 @@ def setup(n_items: int, prompt_items: int, n_prompts: int, seed: int = 0):
     table = SIDTable(np.c_[codes, np.zeros(len(codes), dtype=np.int64)], codebook_size=32, levels=3)
     prompts = [build_prompt([table.strings[i] for i in rng.integers(0, len(codes), prompt_items)], [],
                             PromptConfig(max_negatives=prompt_items)) for _ in range(n_prompts)]
-    bundle = load_model(ModelConfig(device="cpu", lora=False), table.vocabulary(), prompts)
+    bundle = load_model(ModelConfig(device="cpu", lora=False, sid_init="mean"), table.vocabulary(), prompts)
     return table, prompts, bundle
 
 
