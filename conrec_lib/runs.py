@@ -47,6 +47,7 @@ DEPENDS = {
                       "05_progressive_grpo"),
 }
 INPUTS = "inputs.json"
+SOURCE_FOLDERS = ("notebooks", "conrec_lib", "tests", "data", "docs", "scripts", "benchmarks", ".git")
 LOCK = ".lock"
 
 
@@ -126,6 +127,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.chmod(0o755)  # mkdtemp makes it private; the finished folder should read like any other
     try:
         yield tmp
+        readable(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -135,6 +137,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def readable(folder: Path) -> None:
+    """Files under `folder` 0644 and folders 0755 (under the usual umask): what libraries' `save_pretrained` wrote
+    privately (0600) reads like any other artifact."""
+    mode = _file_mode()
+    for entry in folder.rglob("*"):
+        if entry.is_file() and not entry.is_symlink():
+            entry.chmod(mode)
+        elif entry.is_dir():
+            entry.chmod(mode | (mode & 0o444) >> 2)  # x wherever r: 0644 -> 0755
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -170,14 +183,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path}: file not found")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it and re-run the stage") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        from conrec_lib.artifacts import rewrite_hint  # core as well; it imports this module
+
+        raise ValueError(f"{shown(path)}: not valid JSON ({err}). {rewrite_hint(path)}") from err
 
 
 # --- run-folder bookkeeping: builds in progress, the lock, fingerprints ------------------------------
 
 # (run root, stage) -> the hidden folder this process is building the stage in.
 _BUILDING: dict[tuple[Path, str], Path] = {}
+# (run root, stage) -> the fingerprint of the stage when this process last read it (`require`): what a stage built
+# here was built from, even when it read its inputs before `start` or another process re-ran them since.
+_READ: dict[tuple[Path, str], str] = {}
 # run root -> how many stages this process is building there (the lock is released at zero).
 _HOLDING: dict[Path, int] = {}
 
@@ -188,10 +206,17 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"RUN_DIR={text!r} is empty: give a run folder such as 'runs/tutorial'")
     path = resolve(Path(text.strip()).expanduser())
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"RUN_DIR={text!r}: {path} is a file, not a folder; choose another RUN_DIR")
-    if path.resolve() == project_root().resolve():
-        raise ValueError(f"RUN_DIR={text!r} is the repository root; use a folder inside it such as 'runs/tutorial'")
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"RUN_DIR={text!r}: {parent} is a file, not a folder; choose another RUN_DIR")
+    real, root = path.resolve(), project_root().resolve()
+    if real == root or real in root.parents:
+        raise ValueError(f"RUN_DIR={text!r} is the repository root or a folder above it; use a folder inside it "
+                         "such as 'runs/tutorial'")
+    source = [root / name for name in SOURCE_FOLDERS]
+    if any(real == s or s in real.parents for s in source):
+        raise ValueError(f"RUN_DIR={text!r} lies in the project's own {shown(real).split('/')[0]}/ folder, which "
+                         "a run would overwrite; use a folder under runs/, e.g. 'runs/tutorial'")
     return path
 
 
@@ -218,8 +243,11 @@ def _lock_holder(lock: Path) -> Optional[dict]:
     """Who holds `lock`, or None when the lock is gone or its process has died (a stale lock)."""
     try:
         holder = json.loads(lock.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError):  # not ours (we link whole files): held while it is young
+        age = time.time() - lock.stat().st_mtime
+        return {"pid": "?", "host": "?", "stage": "?", "started": f"{age:.0f} s ago"} if age < 60 else None
     if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
         return None
     return holder
@@ -233,22 +261,26 @@ def _acquire(root: Path, stage: str) -> None:
     lock = root / LOCK
     me = {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
           "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is None or (holder.get("pid") == me["pid"] and holder.get("host") == me["host"]):
-                lock.unlink(missing_ok=True)  # stale (its process has gone) or left by this process: take it over
-                continue
-            raise RunLockedError(
-                f"{shown(root)} is in use: process {holder.get('pid')} on {holder.get('host')} has been building "
-                f"stage {holder.get('stage')!r} since {holder.get('started')}. Wait for it to finish, or use another "
-                f"RUN_DIR. If that process is gone (e.g. on another machine), delete {shown(lock)}.") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(me, out)
-        _HOLDING[root] = 1
-        return
+    mine = root / f".lock.{os.getpid()}.tmp"
+    mine.write_text(json.dumps(me), encoding="utf-8")
+    try:
+        for _ in range(3):
+            try:  # a hard link appears whole, with its content: nobody ever reads a half-written lock
+                os.link(mine, lock)
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is None or (holder.get("pid") == me["pid"] and holder.get("host") == me["host"]):
+                    lock.unlink(missing_ok=True)  # its process has gone, or it is this process's: take it over
+                    continue
+                raise RunLockedError(
+                    f"{shown(root)} is in use: process {holder.get('pid')} on {holder.get('host')} has been "
+                    f"building stage {holder.get('stage')!r} since {holder.get('started')}. Wait for it to finish, "
+                    f"or use another RUN_DIR. If that process is gone (e.g. on another machine), delete "
+                    f"{shown(lock)}.") from None
+            _HOLDING[root] = 1
+            return
+    finally:
+        mine.unlink(missing_ok=True)
     raise RunLockedError(f"{shown(lock)}: could not take the run lock; delete it if no run is using {shown(root)}")
 
 
@@ -315,29 +347,39 @@ class Run:
         return None
 
     def stale_stages(self) -> list[str]:
-        return [s for s in STAGES if self.is_done(s) and self.stale_reason(s) is not None]
+        """The stages to re-run, in order: every finished stage that is stale, and every stage a finished stage
+        was built from that is gone or unfinished now."""
+        todo = set()
+        for stage in STAGES:
+            if self.is_done(stage) and self.stale_reason(stage) is not None:
+                todo.add(stage)
+                recorded = self.root / stage / INPUTS
+                if recorded.is_file():
+                    todo |= {s for s in read_json(recorded) if s in STAGES and not self.is_done(s)}
+        return [s for s in STAGES if s in todo]
 
     def require(self, stage: str) -> Path:
         """Return the folder of a finished, up-to-date stage, or say which notebooks to run first."""
         if not self.is_done(stage):
             raise StageMissingError(
-                f"{self.root / stage} has no metrics.json: stage {stage!r} has not finished. "
-                f"Run notebooks/{STAGES[stage]} with RUN_DIR={str(self.root)!r} first."
+                f"{shown(self.root / stage)} has no metrics.json: stage {stage!r} has not finished. "
+                f"Run notebooks/{STAGES[stage]} with RUN_DIR={shown(self.root)!r} first."
             )
         reason = self.stale_reason(stage)
         if reason is not None:
             rerun = ", ".join(f"notebooks/{STAGES[s]}" for s in self.stale_stages())
             raise StaleStageError(
                 f"{shown(self.root / stage)} is stale: {reason}. Re-run, in order: {rerun} "
-                f"(with RUN_DIR={str(self.root)!r}), or start a fresh RUN_DIR."
+                f"(with RUN_DIR={shown(self.root)!r}), or start a fresh RUN_DIR."
             )
+        _READ[(self.root, stage)] = fingerprint(self.root / stage)
         return self.root / stage
 
     def start(self, stage: str, config: Any) -> Path:
         """Begin (re)building a stage in a hidden folder; the finished stage, if any, stays until `finish`.
 
-        Takes the run lock, cleans leftovers of killed runs, writes `config.json` and `inputs.json` (the
-        fingerprints of the earlier stages it depends on) and returns the folder to write artifacts into.
+        Takes the run lock, cleans leftovers of killed runs, writes `config.json` and returns the folder to write
+        artifacts into. `finish` records the inputs.
         """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
@@ -352,7 +394,6 @@ class Run:
             building.mkdir(parents=True)
             _BUILDING[key] = building
             write_json(building / "config.json", config)
-            write_json(building / INPUTS, {s: fingerprint(self.root / s) for s in DEPENDS[stage] if self.is_done(s)})
         except BaseException:
             self.abort(stage)
             raise
@@ -364,6 +405,7 @@ class Run:
         if building is None:
             raise RuntimeError(f"stage {stage!r} of {shown(self.root)} was not started in this process: "
                                f"call Run.start first")
+        write_json(building / INPUTS, self._inputs(stage))
         write_json(building / "metrics.json", metrics)
         final, old = self.root / stage, self.root / f".{stage}.old-{os.getpid()}"
         if final.exists():
@@ -373,6 +415,10 @@ class Run:
         shutil.rmtree(old, ignore_errors=True)
         _release(self.root)
         return final / "metrics.json"
+
+    def _inputs(self, stage: str) -> dict[str, str]:
+        """The fingerprint of each earlier stage `stage` depends on, as this process read it (else as it is now)."""
+        return {s: _READ.get((self.root, s), fingerprint(self.root / s)) for s in DEPENDS[stage] if self.is_done(s)}
 
     def abort(self, stage: str) -> None:
         """Drop a build in progress (the finished stage, if any, is untouched) and release the lock."""

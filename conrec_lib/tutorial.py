@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -109,30 +110,46 @@ def cli_overrides(pairs: Sequence[Sequence[str]], paths: Sequence[Path]) -> dict
     return out
 
 
-def relative_metadata(output: Path) -> None:
-    """Replace the machine paths papermill records in the output's metadata with repository-relative ones."""
+def relative_metadata(output: Path, shown_as: Path) -> None:
+    """Replace the machine paths papermill records in the output's metadata with repository-relative ones
+    (`shown_as`: the path the executed notebook ends up at)."""
     nb = json.loads(output.read_text(encoding="utf-8"))
     meta = nb.get("metadata", {}).get("papermill", {})
-    for key in ("input_path", "output_path"):
-        if meta.get(key):
-            meta[key] = runs.shown(meta[key])
+    if meta.get("input_path"):
+        meta["input_path"] = runs.shown(meta["input_path"])
+    if meta.get("output_path"):
+        meta["output_path"] = runs.shown(shown_as)
     runs.write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def run_notebook(path: Path, out_dir: Path, values: Mapping[str, Any]) -> NotebookRun:
-    """Execute one notebook with papermill into `out_dir` with parameter `values`, failing loudly on the first error."""
+def run_notebook(path: Path, out_dir: Path, values: Mapping[str, Any],
+                 failed_dir: Path | None = None) -> NotebookRun:
+    """Execute one notebook with papermill into `out_dir` with parameter `values`, failing loudly on the first error.
+
+    The executed copy replaces `out_dir/<name>` only when the run succeeds; a failed run is kept beside it as
+    `<stem>.failed.ipynb` (with the error in its cells; in `failed_dir` when given), so the last good executed
+    notebook is never lost.
+    """
     import papermill as pm
 
     check_parameters(path, values)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
+    running = out_dir / f".{path.stem}.running-{os.getpid()}.ipynb"
     start = time.perf_counter()
     try:  # coalesce_streams: one stdout output per cell, progress bars stored in their final state
-        pm.execute_notebook(str(path), str(output), parameters=dict(values), cwd=str(runs.project_root()),
+        pm.execute_notebook(str(path), str(running), parameters=dict(values), cwd=str(runs.project_root()),
                             progress_bar=False, kernel_name="python3", coalesce_streams=True)
-    finally:
-        if output.is_file():
-            relative_metadata(output)
+    except BaseException:
+        if running.is_file():
+            failed = (failed_dir or out_dir) / f"{path.stem}.failed.ipynb"
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            relative_metadata(running, failed)
+            os.replace(running, failed)
+        raise
+    relative_metadata(running, output)
+    os.replace(running, output)
+    ((failed_dir or out_dir) / f"{path.stem}.failed.ipynb").unlink(missing_ok=True)
     return NotebookRun(path.name, output, time.perf_counter() - start)
 
 
@@ -141,10 +158,11 @@ def run_all(profile: str = "tutorial", run_dir: str | Path = "runs/tutorial", on
     """Run every notebook in order with the profile's parameters and `RUN_DIR=run_dir`."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    out_dir = runs.resolve(run_dir) / "notebooks"
+    root = runs.check_run_dir(run_dir)  # before anything is written: an empty, "~" or file RUN_DIR stops here
+    out_dir = root / "notebooks"
     done = []
     for path in select(only):
-        params = {"RUN_DIR": str(run_dir), **PROFILES[profile].get(path.stem, {}),
+        params = {"RUN_DIR": runs.shown(root), **PROFILES[profile].get(path.stem, {}),
                   **(extra or {}).get(path.stem, {})}
         result = run_notebook(path, out_dir, params)
         done.append(result)
@@ -157,7 +175,7 @@ def refresh(only: list[str] | None = None, echo: bool = True) -> list[NotebookRu
     """Re-execute the committed notebooks in place at their defaults (what nbval later compares)."""
     done = []
     for path in select(only):
-        result = run_notebook(path, path.parent, {})
+        result = run_notebook(path, path.parent, {}, failed_dir=runs.resolve("runs") / "refresh-failed")
         done.append(result)
         if echo:
             print(f"refreshed {path.name:<34} {result.seconds:7.1f} s", flush=True)

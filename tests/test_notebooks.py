@@ -40,6 +40,28 @@ def test_unknown_profile_is_an_error(tmp_path):
         tutorial.run_all("nope", tmp_path)
 
 
+@pytest.mark.parametrize("run_dir, message", [("", "is empty"), (".", "repository root"),
+                                              ("notebooks", "notebooks/ folder")])
+def test_a_bad_run_dir_stops_the_cli_before_anything_is_written(run_dir, message):
+    before = NB["01_data_exploration"].read_bytes()
+    with pytest.raises(ValueError, match=message):
+        tutorial.run_all("smoke", run_dir, only=["01"], echo=False)
+    assert NB["01_data_exploration"].read_bytes() == before  # the committed notebook is untouched
+
+
+@pytest.mark.slow
+def test_a_failed_re_run_keeps_the_last_good_executed_notebook(tmp_path):
+    tutorial.run_all("smoke", tmp_path, only=["01"], echo=False)
+    good = (tmp_path / "notebooks" / "01_data_exploration.ipynb").read_bytes()
+    with pytest.raises(Exception, match="huge"):
+        tutorial.run_all("smoke", tmp_path, only=["01"], extra={"01_data_exploration": {"SCALE": "huge"}}, echo=False)
+    assert (tmp_path / "notebooks" / "01_data_exploration.ipynb").read_bytes() == good
+    failed = json.loads((tmp_path / "notebooks" / "01_data_exploration.failed.ipynb").read_text())
+    assert [o for c in failed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert runs.Run.at(tmp_path).metrics("01_data")["n_users"] == 60  # and the stage itself is intact
+    assert not list((tmp_path / "notebooks").glob(".*running*"))
+
+
 @pytest.mark.slow
 def test_01_data_on_the_simulator(smoke_run):
     m = smoke_run.metrics("01_data")

@@ -1,8 +1,10 @@
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -210,3 +212,77 @@ def test_artifacts_are_written_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_damaged_json_file_names_the_notebook_that_writes_it(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "01_data", {"seed": 0})
+    (run.root / "01_data" / "metrics.json").write_text("{half")
+    with pytest.raises(ValueError, match=r"metrics.json: not valid JSON .*Re-run notebooks/01_data_exploration.ipynb"):
+        run.metrics("01_data")
+
+
+def test_a_stage_records_the_inputs_it_read_not_the_ones_there_at_finish(tmp_path):
+    """Read 01, then another process re-runs 01, then 02 finishes: 02 was built from the old 01, so it is stale."""
+    run = runs.Run.at(tmp_path / "r")
+    finished(run, "01_data", {"seed": 0})
+    run.require("01_data")  # 02 reads its input before it starts
+    code = "import sys; from conrec_lib import runs; r = runs.Run.at(sys.argv[1]); r.start('01_data', {'seed': 1}); " \
+           "r.finish('01_data', {})"
+    subprocess.run([sys.executable, "-c", code, str(run.root)], cwd=runs.project_root(), check=True)
+    finished(run, "02_semantic_ids", {"k": 8})
+    with pytest.raises(runs.StaleStageError, match="01_data has been re-run"):
+        run.require("02_semantic_ids")
+
+
+def test_a_removed_input_is_named_in_the_notebooks_to_re_run(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    for stage in ("01_data", "02_semantic_ids", "03_positivity_bias"):
+        finished(run, stage, {"s": stage})
+    shutil.rmtree(run.root / "01_data")
+    with pytest.raises(runs.StaleStageError, match="Re-run, in order: notebooks/01_data_exploration.ipynb, "
+                                                   "notebooks/02_semantic_ids.ipynb, notebooks/03_positivity_bias"):
+        run.require("03_positivity_bias")
+
+
+def test_a_lock_being_written_is_held_not_taken_over(tmp_path):
+    run = runs.Run.at(tmp_path / "r")
+    run.root.mkdir(parents=True)
+    (run.root / runs.LOCK).write_text("")  # another process between creating and filling it (not ours: we link)
+    with pytest.raises(runs.RunLockedError, match="in use"):
+        run.start("01_data", {})
+    old = time.time() - 3600
+    os.utime(run.root / runs.LOCK, (old, old))  # an hour old and unreadable: stale
+    run.start("01_data", {})
+    run.abort("01_data")
+    assert not (run.root / runs.LOCK).exists()
+
+
+def test_saved_model_files_are_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with runs.atomic_dir(tmp_path / "adapter") as tmp:
+            fd = os.open(tmp / "model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600)  # as save_pretrained may
+            os.close(fd)
+            (tmp / "sub").mkdir(mode=0o700)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "adapter" / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "adapter" / "sub").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("run_dir, message", [
+    ("notebooks", "notebooks/ folder"),
+    ("conrec_lib/x", "conrec_lib/ folder"),
+    ("..", "folder above it"),
+    ("/", "folder above it"),
+])
+def test_run_dirs_that_would_overwrite_the_project_are_refused(run_dir, message):
+    with pytest.raises(ValueError, match=message):
+        runs.Run.at(run_dir)
+
+
+def test_run_dir_below_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        runs.Run.at(tmp_path / "afile" / "sub")

@@ -282,8 +282,12 @@ def _whole_numbers(values: pd.Series, path: Path, col: str, header: bool = True)
         row = _first(bad)
         raise ValueError(f"{path}: column {col!r} must hold whole numbers; line {_line(values, row, header)} has "
                          f"{_shown(values.iloc[row])}. Fix or remove that line")
-    too_big = (numbers > np.iinfo(np.int64).max if pd.api.types.is_unsigned_integer_dtype(numbers)
-               else numbers.abs() >= 2.0 ** 63)  # int64 would wrap it round, e.g. to -9223372036854775808
+    if pd.api.types.is_signed_integer_dtype(numbers):
+        too_big = pd.Series(False, index=numbers.index)  # parsed as int64: it fits
+    elif pd.api.types.is_unsigned_integer_dtype(numbers):
+        too_big = numbers > np.iinfo(np.int64).max
+    else:  # floats: int64 would wrap 2**63 and beyond round, e.g. to -9223372036854775808
+        too_big = numbers.abs() >= 2.0 ** 63
     if too_big.any():
         row = _first(too_big)
         raise ValueError(f"{path}: column {col!r} holds a number too large for a 64-bit integer (limit "
