@@ -76,7 +76,8 @@ def test_coverage_is_monotone_on_the_simulator(tiny_run):
     table = pb.interest_coverage(dataprep.load_prepared(tiny_run), SwingConfig(min_co_users=2), k_neighbours=5)
     for col in ("top1", "top4", "mean_items"):
         assert table.loc["next", col] <= table.loc["7d", col] <= table.loc["7d_swing", col]
-    assert ((table[["top1", "top4", "top1_random", "top4_random"]] >= 0) & (table[["top1", "top4"]] <= 1)).all().all()
+    shares = table[["top1", "top4", "top1_random", "top4_random"]]
+    assert shares.notna().all().all() and (shares >= 0).all().all() and (shares <= 1).all().all()
 
 
 def test_attention_shares_are_shares_and_sections_are_found(tiny_run):
