@@ -8,6 +8,7 @@ import pytest
 from conrec_lib import runs
 from conrec_lib.baselines import heuristics as baselines
 from conrec_lib.data import dataset as data, dataprep, splits
+from conrec_lib.diagnosis import attention, coverage
 from conrec_lib.sids import item_tokenizer
 from conrec_lib.llm import model, prompts, tasks
 from conrec_lib.diagnosis import positivity_bias as pb
@@ -42,11 +43,11 @@ def hand_made() -> dataprep.PreparedData:
 
 def test_coverage_rises_next_week_swing_on_a_hand_made_log():
     prepared = hand_made()
-    table = pb.interest_coverage(prepared, SwingConfig(min_co_users=3), k_neighbours=5)
+    table = coverage.interest_coverage(prepared, SwingConfig(min_co_users=3), k_neighbours=5)
     assert table.loc["next", "top1"] == table.loc["7d", "top1"] == table.loc["7d_swing", "top1"] == 1.0
     assert table["top4"].tolist() == [0.25, 0.5, 0.75]
     assert table["mean_items"].tolist() == [1.0, 2.0, 3.0]
-    assert pb.target_sets(prepared, SwingConfig(min_co_users=3), 5).week_swing == [{0, 1, 2}]
+    assert coverage.target_sets(prepared, SwingConfig(min_co_users=3), 5).week_swing == [{0, 1, 2}]
     # Swing only learns from negatives before the test cutoff: user 0's test-window dislikes of 0 and 1 are unseen
     seen = baselines.training_negatives(prepared)[["user_id", "item_id"]].to_numpy()
     assert set(map(tuple, seen)) == {(0, 3), (1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)}
@@ -54,11 +55,11 @@ def test_coverage_rises_next_week_swing_on_a_hand_made_log():
 
 def test_proxy_interests_rank_categories_by_negatives():
     prepared = hand_made()
-    proxy = pb.user_interests(prepared.dataset, 2, "proxy")
+    proxy = coverage.user_interests(prepared.dataset, 2, "proxy")
     assert proxy[0] == ["category=A", "category=B"]  # one negative each of A, B, D: ties by name
     assert proxy[1] == ["category=B", "category=C"] and 4 not in proxy  # user 4 does not exist
-    assert pb.user_interests(prepared.dataset, 1, "auto")[0] == ["category=A"]  # ground truth wins
-    table = pb.interest_coverage(prepared, SwingConfig(min_co_users=3), 5, interests="proxy")
+    assert coverage.user_interests(prepared.dataset, 1, "auto")[0] == ["category=A"]  # ground truth wins
+    table = coverage.interest_coverage(prepared, SwingConfig(min_co_users=3), 5, interests="proxy")
     assert table.loc["next", "top1"] == 1.0 and table.loc["next", "top4"] == pytest.approx(1 / 3)
 
 
@@ -73,7 +74,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_coverage_is_monotone_on_the_simulator(tiny_run):
-    table = pb.interest_coverage(dataprep.load_prepared(tiny_run), SwingConfig(min_co_users=2), k_neighbours=5)
+    table = coverage.interest_coverage(dataprep.load_prepared(tiny_run), SwingConfig(min_co_users=2), k_neighbours=5)
     for col in ("top1", "top4", "mean_items"):
         assert table.loc["next", col] <= table.loc["7d", col] <= table.loc["7d_swing", col]
     shares = table[["top1", "top4", "top1_random", "top4_random"]]
@@ -85,12 +86,12 @@ def test_attention_shares_are_shares_and_sections_are_found(tiny_run):
     table = tokenized.sids.table
     examples = tasks.next_negative_examples(prepared, table, PromptConfig(include_positives=True), "test", 3)
     bundle = model.load_model(ModelConfig(**TINY_MODEL, sid_init="mean"), table.vocabulary(), [e.prompt for e in examples])
-    ids, labels = pb.token_sections(bundle, examples[0].prompt)
+    ids, labels = attention.token_sections(bundle, examples[0].prompt)
     tokens = bundle.tokenizer.convert_ids_to_tokens(ids)
     positive_sids = [t for t, lab in zip(tokens, labels) if lab == 2 and t.startswith("<")]
     section = examples[0].prompt.split(prompts.NEGATIVE_HEADER)[0].split(prompts.POSITIVE_HEADER)[1]
     assert "".join(positive_sids) == "".join(section.split())
-    share = pb.mean_attention_share(bundle, [e.prompt for e in examples])
+    share = attention.mean_attention_share(bundle, [e.prompt for e in examples])
     for key in ("negative", "positive", "other"):
         assert 0.0 <= share[key] <= 1.0
     assert share["negative"] + share["positive"] <= 1.0 + 1e-6

@@ -1,13 +1,7 @@
 """Notebook 03's stage: the two failures CoNRec starts from, measured (PAPER.md "Three problems", 2 and 3).
 
-Part 1, target misalignment (problem 3). How much of a user's top-1 / top-4 negative interests does a
-training target cover: (a) the next negative item, (b) all negatives of the next 7 days, (c) (b) plus
-each item set's strongest Swing neighbours (Swing computed on negatives from before the test cutoff
-only)? On the simulator the interests are its ground truth (`simulate.top_interests`); real data has
-none, and the stated proxy is the user's most-disliked *categories* over the whole log (history and
-future, ranked by count). The proxy contains the very items being scored, so on real data every set
-is flattered, the larger sets most. Adding items can only raise coverage, so each set's mean size is
-reported beside it, with the coverage of a random item set of the same size per user.
+Part 1, target misalignment (problem 3): how much of a user's top-1 / top-4 negative interests a training target
+covers (`diagnosis.coverage`: the next negative, the next 7 days' negatives, and those plus Swing neighbours).
 
 Part 2, positive-context dominance (problem 2). One model is first taught the item vocabulary (for the
 tiny, randomly initialised model: `prior_steps` of next-negative SFT on empty-history prompts, which
@@ -25,43 +19,39 @@ Diagnostics beyond the paper's metrics, to explain what the models do:
   facets, a hit-free measure of "are these things this user dislikes";
 - context_overlap: share of the top-k that the same model also returns for an empty history; 1.0 means
   the model ignores the user's history entirely;
-- attention_share: where the last prompt position looks (negative items, positive items, the rest);
+- attention_share: where the last prompt position looks (negative items, positive items, the rest;
+  `diagnosis.attention`);
 - two reference rankings: items sharing their first SID code (~ category) with the user's past
   negatives, and with the past positives: what a model that drifts toward the positives would lose.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from conrec_lib.data import histories
+from conrec_lib.diagnosis.attention import mean_attention_share
+from conrec_lib.diagnosis.coverage import COVERAGE_COLUMNS, SETS, interest_coverage
 from conrec_lib import artifacts, hardware, metrics, paper, runs
 from conrec_lib.data import dataset as data, dataprep, simulate
 from conrec_lib.sids import item_tokenizer, semantic_ids
 from conrec_lib.llm import diagnostics as llm_diagnostics, model, recommend, sft, tasks
-from conrec_lib.baselines import swing
-from conrec_lib.baselines.heuristics import (history_items, like_history_predictions, popularity_predictions,
-                                  training_negatives)
+from conrec_lib.baselines.heuristics import history_items, like_history_predictions, popularity_predictions
 from conrec_lib import configs
 from conrec_lib.configs import check_types
 from conrec_lib.data.dataprep import PreparedData
-from conrec_lib.llm.decoding import eval_mode
 from conrec_lib.llm.model import ModelBundle, ModelConfig
-from conrec_lib.llm.prompts import NEGATIVE_HEADER, POSITIVE_HEADER, PromptConfig, apply_chat, build_prompt
+from conrec_lib.llm.prompts import PromptConfig, apply_chat, build_prompt
 from conrec_lib.llm.recommend import EvalResult
 from conrec_lib.llm.sft import SFTConfig
 from conrec_lib.baselines.swing import SwingConfig
 
 STAGE = "03_positivity_bias"
-SETS = ("next", "7d", "7d_swing")
-COVERAGE_COLUMNS = ("top1", "top4", "top4_any", "top1_random", "top4_random", "top4_any_random", "mean_items")
 VARIANTS = ("neg_only", "neg_pos", "genrec")  # the three fine-tuned models
 # Each fine-tuned model is asked for negatives with (True) and/or without (False) the positive section.
 EVALUATIONS = {"neg_only": (("neg_only", False),), "neg_pos": (("neg_pos", True),),
@@ -140,178 +130,6 @@ class BiasConfig:
         if self.model.name != model.TINY and self.model.lora is False and self.sft.lr > 1e-3:
             raise ValueError(f"BiasConfig: full fine-tuning of the pretrained {self.model.name!r} with lr="
                              f"{self.sft.lr} would wreck it; set model.lora=True and sft.lr=2e-4")
-
-
-# --- Part 1: how much of a user's negative interests each target covers ---------------------------------
-
-def proxy_interests(ds: data.Dataset, k: int) -> dict[int, list[str]]:
-    """Real-data proxy: each user's k most-disliked categories over the whole log, as "category=..." facets.
-
-    Ranked by number of negatives, ties by category name. The log includes the test window, so the proxy
-    knows the items it is compared with (module docstring).
-    """
-    neg = ds.interactions.loc[ds.interactions["feedback"] == "negative", ["user_id", "item_id"]]
-    cats = ds.items["category"].astype(str).to_numpy()[neg["item_id"].to_numpy()]
-    counts = pd.DataFrame({"user_id": neg["user_id"].to_numpy(), "category": cats}).value_counts().reset_index()
-    counts = counts.sort_values(["user_id", "count", "category"], ascending=[True, False, True])
-    top = counts.groupby("user_id").head(k)
-    return {int(u): [f"category={c}" for c in g["category"]] for u, g in top.groupby("user_id")}
-
-
-def user_interests(ds: data.Dataset, k: int, source: str = "auto") -> dict[int, list[str]]:
-    """Top-k negative interests per user: "truth" (simulator), "proxy", or "auto" (truth when the data has it)."""
-    if source not in ("auto", "truth", "proxy"):
-        raise ValueError(f"interests={source!r}: use 'auto', 'truth' or 'proxy'")
-    if source == "truth" or (source == "auto" and ds.ground_truth is not None):
-        return simulate.top_interests(ds, k)
-    return proxy_interests(ds, k)
-
-
-class TargetSets(NamedTuple):
-    """Per test example, the three item sets whose coverage Part 1 compares."""
-
-    next: list[set[int]]
-    week: list[set[int]]  # next negative + all negatives of the test window
-    week_swing: list[set[int]]  # week + its strongest Swing neighbours
-
-
-def target_sets(prepared: PreparedData, swing_cfg: Optional[SwingConfig], k_neighbours: int) -> TargetSets:
-    """The next negative, the window's negatives, and those plus k Swing neighbours (Swing on training negatives)."""
-    test = prepared.split.test
-    nxt = [{int(i)} for i in test["next_negative"]]
-    week = [{int(i) for i in f} | n for f, n in zip(test["future_negatives"], nxt)]
-    scores = swing.swing_scores(training_negatives(prepared), swing_cfg, n_items=prepared.dataset.n_items)
-    return TargetSets(nxt, week, swing.extend_with_neighbours(week, scores, k_neighbours))
-
-
-def random_sets(sizes: Sequence[int], n_items: int, seed: int) -> list[set[int]]:
-    """Per user, a uniformly random item set of the given size (the same-size baseline).
-
-    >>> [len(s) for s in random_sets([1, 3], 10, seed=0)]
-    [1, 3]
-    """
-    rng = np.random.default_rng(seed)
-    return [set(rng.choice(n_items, size=min(int(s), n_items), replace=False).tolist()) for s in sizes]
-
-
-def interest_hit_rate(top_interests: Sequence[Sequence[str]], item_sets: Sequence[set[int]],
-                      item_facets: Sequence[frozenset[str]]) -> float:
-    """Share of users whose item set carries at least one of their top interests ("any" coverage).
-
-    `metrics.interest_coverage` counts the *share* of a user's top-k interests carried; for one item and
-    k = 4 that share can hardly exceed the top-1 share. The paper's top-4 numbers (17% > 7% for the next
-    item) rise above its top-1 numbers, which fits this "at least one" reading; both are reported.
-
-    >>> facets = [frozenset({"category=shoes", "color=red"}), frozenset({"category=bags"})]
-    >>> interest_hit_rate([["color=blue", "category=bags"], ["category=hats"]], [{1}, {0, 1}], facets)
-    0.5
-    """
-    hits = [bool(set(wanted) & set().union(*(item_facets[int(i)] for i in items))) if items else False
-            for wanted, items in zip(top_interests, item_sets)]
-    return float(np.mean(hits))
-
-
-def coverage_row(wanted: Sequence[Sequence[str]], item_sets: Sequence[set[int]], shuffled: Sequence[set[int]],
-                 facets: Sequence[frozenset[str]], k: int) -> dict[str, float]:
-    """One target set's coverage of the top-k interests: share and "any" readings, for it and for random sets."""
-    row = {f"top{k}": metrics.interest_coverage(wanted, item_sets, facets),
-           f"top{k}_random": metrics.interest_coverage(wanted, shuffled, facets)}
-    if k > 1:
-        row[f"top{k}_any"] = interest_hit_rate(wanted, item_sets, facets)
-        row[f"top{k}_any_random"] = interest_hit_rate(wanted, shuffled, facets)
-    return row
-
-
-def interest_coverage(prepared: PreparedData, swing_cfg: Optional[SwingConfig] = None, k_neighbours: int = 10,
-                      seed: int = 0, interests: str = "auto") -> pd.DataFrame:
-    """Part 1's table: rows next / 7d / 7d_swing; columns: coverage of the top-1 and top-4 interests (share
-    of them carried; `_any`: at least one carried), the same for random sets of the same size, mean size.
-
-    Users without any interest (no negatives at all, for the proxy) are left out.
-    """
-    test, ds = prepared.split.test, prepared.dataset
-    facets = data.item_facets(ds)
-    rows = {}
-    for name, item_sets in zip(SETS, target_sets(prepared, swing_cfg, k_neighbours)):
-        row = {"mean_items": float(np.mean([len(s) for s in item_sets]))}
-        shuffled = random_sets([len(s) for s in item_sets], ds.n_items, seed)
-        for k in (1, 4):
-            top = user_interests(ds, k, interests)
-            keep = [n for n, u in enumerate(test["user_id"]) if top.get(int(u))]
-            wanted = [top[int(test["user_id"].iloc[n])] for n in keep]
-            row.update(coverage_row(wanted, [item_sets[n] for n in keep], [shuffled[n] for n in keep], facets, k))
-        rows[name] = row
-    return pd.DataFrame(rows).T[list(COVERAGE_COLUMNS)]
-
-
-# --- attention: where the last prompt position looks ---------------------------------------------------
-
-def section_spans(prompt: str) -> dict[str, tuple[int, int]]:
-    """Character spans of the item lines of each section present (headers excluded).
-
-    >>> p = build_prompt(["<a_2>"], ["<a_1>"], PromptConfig(include_positives=True))
-    >>> {k: p[a:b] for k, (a, b) in section_spans(p).items()}
-    {'positive': '<a_1>\\n', 'negative': '<a_2>\\n'}
-    """
-    spans = {}
-    starts = {"positive": prompt.find(POSITIVE_HEADER), "negative": prompt.find(NEGATIVE_HEADER)}
-    for name, header in (("positive", POSITIVE_HEADER), ("negative", NEGATIVE_HEADER)):
-        if starts[name] < 0:
-            continue
-        begin = starts[name] + len(header) + 1  # after the header's newline
-        end = prompt.find("\n\n", begin)  # sections end with a blank line (prompts module docstring)
-        spans[name] = (begin, len(prompt) if end < 0 else end + 1)
-    return spans
-
-
-@contextlib.contextmanager
-def eager_attention(bundle: ModelBundle) -> Iterator[None]:
-    """Switch the backbone to eager attention (the only kind that returns attention weights), then back."""
-    base = bundle.model.get_base_model() if hasattr(bundle.model, "get_base_model") else bundle.model
-    old = base.config._attn_implementation
-    base.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        base.set_attn_implementation(old)
-
-
-def token_sections(bundle: ModelBundle, prompt: str) -> tuple[list[int], np.ndarray]:
-    """The prompt's token ids and, per token, 0 other / 1 negative items / 2 positive items (by char offsets)."""
-    enc = bundle.tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True,
-                           return_special_tokens_mask=True)
-    labels = np.zeros(len(enc["input_ids"]), dtype=np.int64)
-    for code, name in ((1, "negative"), (2, "positive")):
-        a, b = section_spans(prompt).get(name, (0, 0))
-        for t, ((s, e), special) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
-            labels[t] = code if not special and e > s and a <= s < b else labels[t]
-    return list(enc["input_ids"]), labels
-
-
-@torch.no_grad()
-def attention_share(bundle: ModelBundle, prompt: str) -> dict[str, float]:
-    """Share of the last prompt position's attention (mean over layers and heads) on each section's items.
-
-    Keys: negative, positive, other (headers, question, BOS; the three sum to 1) and the share of the
-    prompt's *tokens* in each section, negative_tokens / positive_tokens, to compare attention against.
-    """
-    ids, labels = token_sections(bundle, prompt)
-    with eager_attention(bundle), eval_mode(bundle.model):
-        out = bundle.model(input_ids=torch.tensor([ids], device=bundle.device), output_attentions=True)
-    last = torch.stack([a[0, :, -1, :].float() for a in out.attentions]).mean(dim=(0, 1)).cpu().numpy()  # (T,)
-    share = {name: float(last[labels == code].sum()) for code, name in ((1, "negative"), (2, "positive"))}
-    share["other"] = float(last[labels == 0].sum())
-    share.update({f"{name}_tokens": float((labels == code).mean()) for code, name in ((1, "negative"),
-                                                                                   (2, "positive"))})
-    return share
-
-
-def mean_attention_share(bundle: ModelBundle, prompts: Sequence[str]) -> dict[str, float]:
-    """`attention_share` averaged over prompts (each prompt weighs the same)."""
-    if not prompts:
-        raise ValueError("mean_attention_share: no prompts; pass at least one")
-    shares = [attention_share(bundle, p) for p in prompts]
-    return {key: float(np.mean([s[key] for s in shares])) for key in shares[0]}
 
 
 # --- Part 2: the training data of each variant -----------------------------------------------------------
