@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conrec_lib.data import dataset as data, loaders
+from conrec_lib import runs
+from conrec_lib.data import dataset as data, download, loaders
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KUAIRAND_REAL = loaders.bundled("kuairand")
@@ -296,7 +297,7 @@ def _zip(folder: Path, top: str) -> bytes:
 
 
 def _set_source(monkeypatch, key: str, **changes) -> None:
-    monkeypatch.setitem(loaders.SOURCES, key, dataclasses.replace(loaders.SOURCES[key], **changes))
+    monkeypatch.setitem(download.SOURCES, key, dataclasses.replace(download.SOURCES[key], **changes))
 
 
 def test_download_verifies_size_unpacks_and_is_idempotent(server, tmp_path, monkeypatch):
@@ -305,13 +306,13 @@ def test_download_verifies_size_unpacks_and_is_idempotent(server, tmp_path, monk
     (www / "ml-latest-small.zip").write_bytes(blob)
     _set_source(monkeypatch, "ml-latest-small", size=len(blob))  # this source has no published checksum
     dest = tmp_path / "raw"
-    path = loaders.download("movielens", dest, url=f"{base}/ml-latest-small.zip", progress=False)
+    path = download.download("movielens", dest, url=f"{base}/ml-latest-small.zip", progress=False)
     assert path == dest / "ml-latest-small" and loaders.load("movielens", path).counts()["negative"] == 8
     assert sorted(p.name for p in dest.iterdir()) == ["ml-latest-small"]  # archive and temp folder gone
-    marker = loaders.runs.read_json(path / loaders.MARKER)
+    marker = runs.read_json(path / download.MARKER)
     assert marker["size"] == len(blob) and marker["sha256"] == hashlib.sha256(blob).hexdigest()
     # second call: verified folder found, nothing fetched (the URL would be refused)
-    assert loaders.download("ml-latest-small", dest, url=_closed_port_url(), progress=False) == path
+    assert download.download("ml-latest-small", dest, url=_closed_port_url(), progress=False) == path
 
 
 def test_download_verifies_md5_of_a_tar_gz(server, tmp_path, monkeypatch):
@@ -322,7 +323,7 @@ def test_download_verifies_md5_of_a_tar_gz(server, tmp_path, monkeypatch):
             tf.add(path, f"KuaiRand-Pure/data/{path.name}")
     (www / "KuaiRand-Pure.tar.gz").write_bytes(buf.getvalue())
     _set_source(monkeypatch, "kuairand-pure", md5=hashlib.md5(buf.getvalue()).hexdigest())
-    path = loaders.download("kuairand-pure", tmp_path / "raw", url=f"{base}/KuaiRand-Pure.tar.gz", progress=False)
+    path = download.download("kuairand-pure", tmp_path / "raw", url=f"{base}/KuaiRand-Pure.tar.gz", progress=False)
     assert path == tmp_path / "raw" / "KuaiRand-Pure" / "data"
     assert len(loaders.load("kuairand", path, progress=False).interactions) == 23
 
@@ -333,34 +334,34 @@ def test_checksum_mismatch_keeps_nothing(server, tmp_path, monkeypatch):
     _set_source(monkeypatch, "ml-100k", md5="0" * 32)
     dest = tmp_path / "raw"
     with pytest.raises(loaders.ChecksumError, match="published md5 is 0000"):
-        loaders.download("ml-100k", dest, url=f"{base}/ml-100k.zip", progress=False)
+        download.download("ml-100k", dest, url=f"{base}/ml-100k.zip", progress=False)
     assert list(dest.iterdir()) == []  # no archive, no temp file, no folder
     _set_source(monkeypatch, "ml-latest-small", size=1)
     (www / "ml-latest-small.zip").write_bytes(_zip(FIXTURES / "ml_latest_small", "ml-latest-small"))
     with pytest.raises(loaders.ChecksumError, match="bytes but 1 expected"):
-        loaders.download("ml-latest-small", dest, url=f"{base}/ml-latest-small.zip", progress=False)
+        download.download("ml-latest-small", dest, url=f"{base}/ml-latest-small.zip", progress=False)
     assert list(dest.iterdir()) == []
 
 
 def test_offline_refused_connection_and_http_error(server, tmp_path):
     base, _ = server
     with pytest.raises(ConnectionError, match="could not reach .*you appear to be offline.*DATA_PATH="):
-        loaders.download("ml-1m", tmp_path / "raw", url=_closed_port_url(), progress=False)
+        download.download("ml-1m", tmp_path / "raw", url=_closed_port_url(), progress=False)
     with pytest.raises(ConnectionError, match="HTTP 404"):
-        loaders.download("ml-1m", tmp_path / "raw", url=f"{base}/missing.zip", progress=False)
+        download.download("ml-1m", tmp_path / "raw", url=f"{base}/missing.zip", progress=False)
     assert list((tmp_path / "raw").iterdir()) == []
 
 
 def test_download_refuses_unknown_names_and_unverified_folders(tmp_path):
     with pytest.raises(ValueError, match="unknown download 'ml-25m'; use one of .*ml-100k"):
-        loaders.download("ml-25m", tmp_path)
+        download.download("ml-25m", tmp_path)
     (tmp_path / "ml-1m").mkdir()
     with pytest.raises(FileExistsError, match="was not written by download"):
-        loaders.download("ml-1m", tmp_path, url=_closed_port_url(), progress=False)
+        download.download("ml-1m", tmp_path, url=_closed_port_url(), progress=False)
 
 
 def test_every_source_is_official_and_verifiable():
-    for key, src in loaders.SOURCES.items():
+    for key, src in download.SOURCES.items():
         assert src.url.startswith(("https://files.grouplens.org/", "https://zenodo.org/records/10439422/")), key
         assert src.md5 is not None or src.size is not None, key
 

@@ -36,7 +36,7 @@ class DataConfig:
             raise ValueError(f"DATASET={self.dataset!r} is not known; use one of {DATASETS}")
         if self.dataset != "simulated" and not self.path:
             raise ValueError(f"DATASET={self.dataset!r} needs DATA_PATH, the folder holding its files "
-                             f"(e.g. 'data/movielens-ml-latest-small', the bundled copy, or a folder made by loaders.download)")
+                             f"(e.g. 'data/movielens-ml-latest-small', the bundled copy, or a folder made by download.download)")
         if self.split_mode not in ("auto", "global", "per_user"):
             raise ValueError(f"split_mode={self.split_mode!r}; use 'auto', 'global' or 'per_user'")
 
