@@ -157,7 +157,7 @@ def truncate(path: Path, keep: float) -> None:
     path.write_bytes(data[:int(len(data) * keep)])
 
 
-READERS = {"01": dataprep.load_prepared, "02": item_tokenizer.load_tokenizer}
+READERS = {"01": dataprep.load_prepared, "02": item_tokenizer.load_sids}
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.0], ids=["half", "empty"])

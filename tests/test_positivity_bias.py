@@ -82,7 +82,7 @@ def test_coverage_is_monotone_on_the_simulator(tiny_run):
 
 
 def test_attention_shares_are_shares_and_sections_are_found(tiny_run):
-    prepared, tokenized = dataprep.load_prepared(tiny_run), item_tokenizer.load_tokenizer(tiny_run)
+    prepared, tokenized = dataprep.load_prepared(tiny_run), item_tokenizer.load_sids(tiny_run)
     table = tokenized.sids.table
     examples = tasks.next_negative_examples(prepared, table, PromptConfig(include_positives=True), "test", 3)
     bundle = model.load_model(ModelConfig(**TINY_MODEL, sid_init="mean"), table.vocabulary(), [e.prompt for e in examples])

@@ -262,7 +262,7 @@ class ContextResult:
 
 def load_tasks(cfg: ContextConfig, run: runs.Run) -> TaskData:
     """`build_tasks` on the run's prepared data and SIDs (notebooks 01 and 02): what the stage will train on."""
-    return build_tasks(cfg, dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run).sids.table)
+    return build_tasks(cfg, dataprep.load_prepared(run), item_tokenizer.load_sids(run).sids.table)
 
 
 def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
@@ -272,7 +272,7 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
     `data`: the examples from `load_tasks(cfg, run)` when the caller already built them (else built here).
     """
     started = time.perf_counter()
-    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_sids(run)
     with run.building(STAGE, cfg) as stage:
         data = data if data is not None else build_tasks(cfg, prepared, tokenized.sids.table)
         with hardware.cpu_threads(cfg.num_threads):
@@ -307,7 +307,7 @@ def adapter_dir(run: runs.Run, variant: str = FINAL) -> Path:
 def load_bundle(run: runs.Run, device: Optional[str] = None, variant: str = FINAL) -> ModelBundle:
     """A variant's model after the warm-up (default: where notebook 05 starts), rebuilt with its saved
     ModelConfig, ready to train further."""
-    vocabulary = item_tokenizer.load_tokenizer(run).sids.table.vocabulary()
+    vocabulary = item_tokenizer.load_sids(run).sids.table.vocabulary()
     return model.load_saved(adapter_dir(run, variant), vocabulary, device)
 
 

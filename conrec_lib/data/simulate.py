@@ -86,6 +86,22 @@ BRAND_SYLLABLES = ("ko", "ra", "vi", "ne", "lu", "mar", "to", "sen", "da", "fi",
 AVERSION_KINDS = {"style": 0.15, "material": 0.15, "color": 0.15, "feature": 0.15, "category": 0.25, "tier": 0.15}
 TIER_AVERSION = {"budget": 0.45, "luxury": 0.3, "premium": 0.2, "mid-range": 0.05}  # P(tier | tier aversion)
 N_AVERSIONS_P = (0.25, 0.35, 0.25, 0.15)  # P(1), P(2), P(3), P(4) aversion facets per user
+# Which facet columns aversions may be on (`SimConfig.aversion_kinds`): "attributes" leaves out the coarse kinds
+# (a whole category, a price tier), so each aversion covers fewer items.
+KIND_SETS = {"mixed": AVERSION_KINDS,
+             "attributes": {"style": 0.25, "material": 0.25, "color": 0.25, "feature": 0.25}}
+MAX_AVERSIONS = 12
+# Named worlds: the values of the world-level SimConfig fields left None. "default" is the tutorial's world
+# (bit for bit the one before these fields existed); "paper" is calibrated towards the paper's coverage of
+# negative interests by benchmarks/calibrate_world.py (docs/calibration.md).
+WORLDS = {
+    "default": dict(n_aversions=(1, 4), aversion_kinds="mixed", unrelated_dislike=0.0,
+                    target_negatives_per_user=None),
+    "paper": dict(n_aversions=(6, 10), aversion_kinds="mixed", unrelated_dislike=0.0,
+                  target_negatives_per_user=20.0),
+}
+PILOT_USERS = 150  # users of the pilot worlds that tune neg_propensity (tuned_propensity)
+TUNING_STEPS = 7  # bisection steps over log(neg_propensity) in [1e-3, 1]: about 5% precision
 
 # Sizes per scale: n_items, n_users, n_days, slate_size.
 SCALES = {
@@ -136,6 +152,15 @@ class SimConfig:
     # feedback
     neg_propensity: float = 0.3  # P("not interested") per unit of dislike for an average user
     pos_neg_ratio: float = 4.0  # positives per negative (clicks are calibrated each day to meet it)
+    # world (None: from the `world` preset, WORLDS; docs/calibration.md)
+    world: str = "default"  # default | paper (calibrated towards the paper's interest coverage)
+    n_aversions: Optional[tuple[int, int]] = None  # (min, max) aversion facets per user; (1, 4) draws
+    # N_AVERSIONS_P, any other range uniformly. default: (1, 4); paper: finer interests, more facets each
+    aversion_kinds: Optional[str] = None  # mixed | attributes (no whole-category or tier aversions); KIND_SETS
+    unrelated_dislike: Optional[float] = None  # dislike added to every item: "not interested" unrelated to
+    # any aversion (in aversion-strength units, 0.3-1.0 each); it does not damp clicks
+    target_negatives_per_user: Optional[float] = None  # set: neg_propensity is re-tuned to give about this
+    # many negatives per user (`tuned_propensity`, done by simulate_world); default world: off (19.7 measured)
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -144,8 +169,15 @@ class SimConfig:
         for name, value in SCALES[self.scale].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.world not in WORLDS:
+            raise ValueError(f"SimConfig.world={self.world!r} is not known; use one of {list(WORLDS)}")
+        for name, value in WORLDS[self.world].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.n_aversions = tuple(self.n_aversions)
         self._check_sizes()
         self._check_rates()
+        self._check_world()
 
     def _check_sizes(self) -> None:
         for name in ("seed", "n_items", "n_users", "n_days", "slate_size", "suppression_days"):
@@ -179,6 +211,35 @@ class SimConfig:
             raise ValueError("SimConfig.mix_popular/mix_personal/mix_explore are all 0; give one a positive weight")
         if self.pos_neg_ratio <= 0:
             raise ValueError(f"SimConfig.pos_neg_ratio={self.pos_neg_ratio}: must be > 0 (e.g. 4.0)")
+
+    def _check_world(self) -> None:
+        low, high = self.n_aversions
+        if not 1 <= low <= high <= MAX_AVERSIONS:
+            raise ValueError(f"SimConfig.n_aversions={self.n_aversions}: give (min, max) with "
+                             f"1 <= min <= max <= {MAX_AVERSIONS}, e.g. (1, 4)")
+        if self.aversion_kinds not in KIND_SETS:
+            raise ValueError(f"SimConfig.aversion_kinds={self.aversion_kinds!r} is not known; use one of "
+                             f"{list(KIND_SETS)}")
+        if not 0 <= self.unrelated_dislike <= 2:
+            raise ValueError(f"SimConfig.unrelated_dislike={self.unrelated_dislike}: set it within [0, 2] "
+                             "(0: every negative comes from an aversion)")
+        target = self.target_negatives_per_user
+        if target is not None and not 0.5 <= target <= 0.5 * self.n_days * self.slate_size:
+            raise ValueError(f"SimConfig.target_negatives_per_user={target}: set None (keep neg_propensity) or a "
+                             f"number within [0.5, {0.5 * self.n_days * self.slate_size:g}] (half of all exposures)")
+
+    def aversion_count_p(self) -> np.ndarray:
+        """P(1), P(2), ... aversion facets per user: N_AVERSIONS_P for (1, 4), else uniform over the range.
+
+        >>> SimConfig(scale="tiny", n_aversions=(2, 3)).aversion_count_p().tolist()
+        [0.0, 0.5, 0.5]
+        """
+        low, high = self.n_aversions
+        if (low, high) == (1, 4):
+            return np.asarray(N_AVERSIONS_P)
+        p = np.zeros(high)
+        p[low - 1:] = 1.0 / (high - low + 1)
+        return p
 
 
 # --- catalogue --------------------------------------------------------------------------------------
@@ -293,12 +354,13 @@ def _category_onehot(items: pd.DataFrame) -> np.ndarray:
     return np.eye(len(CATEGORIES), dtype=np.float32)[codes]
 
 
-def _draw_aversions(prior: dict, rng: np.random.Generator) -> list[str]:
-    """1-4 distinct aversion facets of one user, strongest first."""
-    n = rng.choice(len(N_AVERSIONS_P), p=N_AVERSIONS_P) + 1
+def _draw_aversions(prior: dict, count_p: np.ndarray, kinds: dict[str, float],
+                    rng: np.random.Generator) -> list[str]:
+    """Distinct aversion facets of one user (how many: `count_p`; of which kinds: `kinds`), strongest first."""
+    n = rng.choice(len(count_p), p=count_p) + 1
     chosen: list[str] = []
     while len(chosen) < n:
-        kind = rng.choice(list(AVERSION_KINDS), p=list(AVERSION_KINDS.values()))
+        kind = rng.choice(list(kinds), p=list(kinds.values()))
         facet = rng.choice(prior[kind].index, p=prior[kind].to_numpy())
         if facet not in chosen:
             chosen.append(str(facet))
@@ -323,8 +385,9 @@ def make_users(cfg: SimConfig, cat: Catalogue, rng: np.random.Generator) -> User
     dislike = np.zeros((cfg.n_users, len(cat.facets)), np.float32)
     affinity = np.zeros_like(dislike)
     aversion_rows, like_rows = [], []
+    count_p, kinds = cfg.aversion_count_p(), KIND_SETS[cfg.aversion_kinds]
     for u in range(cfg.n_users):
-        aversions = _draw_aversions(prior, rng)
+        aversions = _draw_aversions(prior, count_p, kinds, rng)
         strengths = np.sort(rng.uniform(0.3, 1.0, len(aversions)))[::-1]
         for rank, (facet, s) in enumerate(zip(aversions, strengths)):
             aversion_rows.append((u, rank, facet, float(s)))
@@ -457,14 +520,15 @@ class Response(NamedTuple):
 
 def response(user: np.ndarray, item: np.ndarray, users: Users, cat: Catalogue, cfg: SimConfig,
              click_scale: Optional[float] = None) -> Response:
-    """P(negative) = neg_propensity * vocal_u * dislike(u, i); P(positive | not negative) follows
-    affinity, damped by dislike, times `click_scale` (None: calibrated on these exposures so that
-    positives are about pos_neg_ratio x negatives, as the logged simulation does each day).
+    """P(negative) = neg_propensity * vocal_u * (dislike(u, i) + unrelated_dislike); P(positive | not
+    negative) follows affinity, damped by the true dislike, times `click_scale` (None: calibrated on these
+    exposures so that positives are about pos_neg_ratio x negatives, as the logged simulation does each day).
     """
     f = cat.facet_matrix[item]  # (E, F)
     dislike = (users.dislike[user] * f).sum(axis=1)  # (E,)
     affinity = (users.affinity[user] * f).sum(axis=1)
-    p_neg = np.minimum(cfg.neg_propensity * users.vocal[user] * dislike, MAX_PROB)
+    dismiss = dislike + np.float32(cfg.unrelated_dislike) if cfg.unrelated_dislike > 0 else dislike
+    p_neg = np.minimum(cfg.neg_propensity * users.vocal[user] * dismiss, MAX_PROB)
     base = (0.1 + affinity) * np.exp(-2.0 * dislike)
     if click_scale is None:
         click_scale = _click_scale(p_neg, base, cfg.pos_neg_ratio)
@@ -568,11 +632,46 @@ def _copy_state(state: PlatformState) -> PlatformState:
     return PlatformState(*(a.copy() for a in state))
 
 
+def negatives_per_user(ds: data.Dataset) -> float:
+    """Logged "not interested" rows per user (all users, those without any included)."""
+    return float((ds.interactions["feedback"] == "negative").sum() / ds.n_users)
+
+
+def tuned_propensity(cfg: SimConfig) -> float:
+    """The neg_propensity that gives about `cfg.target_negatives_per_user` negatives per user.
+
+    A bisection over log(neg_propensity) in [1e-3, 1] (TUNING_STEPS steps), each step a pilot world with
+    the same seed and settings but at most PILOT_USERS users: deterministic, and independent of the
+    neg_propensity given (so a tuned config re-tunes to the same value).
+    """
+    if cfg.target_negatives_per_user is None:
+        return cfg.neg_propensity
+    # world="default" with every world field given: the pilot keeps them and tunes nothing itself
+    pilot = dataclasses.replace(cfg, world="default", n_users=min(cfg.n_users, PILOT_USERS),
+                                target_negatives_per_user=None)
+    low, high = np.log(1e-3), 0.0
+    for _ in range(TUNING_STEPS):
+        mid = (low + high) / 2
+        got = negatives_per_user(simulate(dataclasses.replace(pilot, neg_propensity=float(np.exp(mid)))))
+        low, high = (mid, high) if got < cfg.target_negatives_per_user else (low, mid)
+    return float(np.exp((low + high) / 2))
+
+
+def _world_note(cfg: SimConfig) -> str:
+    return "" if cfg.world == "default" else f", world={cfg.world!r}"
+
+
 def simulate_world(cfg: SimConfig, start_day: Optional[int] = None, progress: bool = False) -> World:
-    """`simulate(cfg)` plus the platform state at the start of `start_day` (None: after the last day)."""
+    """`simulate(cfg)` plus the platform state at the start of `start_day` (None: after the last day).
+
+    With `target_negatives_per_user` set, neg_propensity is tuned first (`tuned_propensity`) and
+    `World.config` holds the tuned value.
+    """
     start_day = cfg.n_days if start_day is None else start_day
     if not 1 <= start_day <= cfg.n_days:
         raise ValueError(f"simulate_world: start_day={start_day}; use 1..n_days ({cfg.n_days}) or None (the end)")
+    if cfg.target_negatives_per_user is not None:
+        cfg = dataclasses.replace(cfg, neg_propensity=tuned_propensity(cfg))
     rng = np.random.default_rng(cfg.seed)
     cat = make_catalogue(cfg, rng)
     users = make_users(cfg, cat, rng)
@@ -586,7 +685,7 @@ def simulate_world(cfg: SimConfig, start_day: Optional[int] = None, progress: bo
         days.append(_run_day(day, np.flatnonzero(active[day]), users, state, cat, cfg, rng))
     ds = data.Dataset(
         name="simulated", interactions=_interactions([d.rows for d in days], rng), items=cat.items,
-        licence=LICENCE, citation=f"{CITATION} Generated with SimConfig(seed={cfg.seed}, scale={cfg.scale!r}).",
+        licence=LICENCE, citation=f"{CITATION} Generated with SimConfig(seed={cfg.seed}, scale={cfg.scale!r}{_world_note(cfg)}).",
         attributes=ATTRIBUTES, ground_truth=users.aversions)
     scale = float(np.mean([d.click_scale for d in days[max(0, start_day - 7):start_day]]))
     return World(cfg, cat, users, state if snapshot is None else snapshot, start_day, scale, ds)

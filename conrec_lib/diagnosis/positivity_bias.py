@@ -435,7 +435,7 @@ def interests_label(prepared: PreparedData) -> str:
 
 def diagnose(cfg: BiasConfig, run: runs.Run, progress: bool = True) -> BiasResult:
     """Notebook 03: Part 1 (coverage), Part 2 (fine-tuned variants and reference rankings); metrics.json last."""
-    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_sids(run)
     with run.building(STAGE, cfg) as stage:
         timings: dict[str, float] = {}
         with hardware.cpu_threads(cfg.num_threads):
@@ -488,7 +488,7 @@ def results_table(metrics_: dict, columns: Sequence[str] = REPORTED) -> pd.DataF
 
 def example_prompt(run: runs.Run, cfg: BiasConfig, include_positives: bool = True) -> str:
     """The prompt and completion of the first test example, exactly as a variant sees them."""
-    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_sids(run)
     example = tasks.next_negative_examples(prepared, tokenized.sids.table, with_positives(cfg.prompt, include_positives),
                                            "test", 1, cfg.seed)[0]
     return example.prompt + example.completion

@@ -33,7 +33,7 @@ from conrec_lib.evaluation.ab_test import ABConfig
 from conrec_lib.configs import check_types
 from conrec_lib.evaluation.comparisons import EvaluationConfig, SubRun
 from conrec_lib.evaluation.llm_models import PipelineConfig
-from conrec_lib.llm.prompts import PromptConfig
+from conrec_lib.llm.prompts import PromptConfig, chat_tokenizer
 
 STAGE = evaluation.STAGE
 TUTORIAL = "simulator (tutorial run)"
@@ -93,7 +93,7 @@ class RunComparison:
 
 def tutorial_sub_run(cfg: AssessmentConfig, run: runs.Run) -> SubRun:
     """The tutorial run as an `evaluation.SubRun`: its data, SIDs and sampled test rows."""
-    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_sids(run)
     examples = recommend.eval_examples(prepared, tokenized.sids.table, PromptConfig(), cfg.max_test_examples,
                                        cfg.seed)
     rows = tasks.example_rows(prepared, examples, "test")
@@ -117,7 +117,7 @@ def conrec_diagnostics(sub: SubRun, run: runs.Run, predictions: list[list[int]],
     """`llm_diagnostics.diagnose` of CoNRec on the part-1 rows (its own prompts, its predictions)."""
     llm = llm_models.tutorial_models(run, ("conrec",))["conrec"]
     bundle = llm.load()
-    tokenizer = bundle.tokenizer if llm.prompt.chat_template else None
+    tokenizer = chat_tokenizer(bundle.tokenizer, llm.prompt)
     examples = recommend.eval_examples(sub.prepared, sub.tokenized.sids.table, llm.prompt, sub.max_test_examples,
                                        sub.seed, tokenizer)
     result = recommend.EvalResult({}, predictions, sub.examples, [e.prompt for e in examples])

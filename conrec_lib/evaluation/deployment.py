@@ -23,7 +23,7 @@ from conrec_lib.llm import recommend, tasks
 from conrec_lib.configs import check_types
 from conrec_lib.data.dataprep import PreparedData
 from conrec_lib.llm.model import ModelBundle
-from conrec_lib.llm.prompts import PromptConfig
+from conrec_lib.llm.prompts import PromptConfig, chat_tokenizer
 from conrec_lib.sids.semantic_ids import SIDTable
 
 DEFAULT_THETAS = tuple(round(t, 2) for t in np.arange(0.0, 1.0001, 0.05))  # the trade-off curve's grid
@@ -131,7 +131,7 @@ def predict_sets(bundle: ModelBundle, prepared: PreparedData, table: SIDTable, p
     next refresh. Users without any feedback before the cutoff still get a prompt (empty sections).
     """
     index = histories.FeedbackIndex.of(prepared)
-    tokenizer = bundle.tokenizer if prompt_cfg.chat_template else None
+    tokenizer = chat_tokenizer(bundle.tokenizer, prompt_cfg)
     prompts_ = [tasks.render_prompt(index, prepared, table, prompt_cfg, int(u), int(cutoff_ts), tokenizer)
                 for u in user_ids]
     rows = pd.DataFrame({"user_id": list(user_ids), "cutoff_ts": int(cutoff_ts)})

@@ -32,7 +32,7 @@ from conrec_lib.configs import check_types
 from conrec_lib.data.dataprep import PreparedData
 from conrec_lib.sids.item_tokenizer import Tokenized
 from conrec_lib.llm.model import ModelBundle
-from conrec_lib.llm.prompts import PromptConfig
+from conrec_lib.llm.prompts import PromptConfig, chat_tokenizer
 
 TUTORIAL_LLMS = ("lc-rec (neg)", "lc-rec (neg + pos)", "warm-up (04)", "conrec")
 
@@ -48,7 +48,7 @@ def bias_variant(run: runs.Run, variant: str) -> LLM:
     """Notebook 03's fine-tuned variant ("neg_only" or "neg_pos") with its prompt."""
     stage = run.require(positivity_bias.STAGE)
     prompt = dataclasses.replace(positivity_bias.load_config(run).prompt, include_positives=variant == "neg_pos")
-    vocabulary = item_tokenizer.load_tokenizer(run).sids.table.vocabulary()
+    vocabulary = item_tokenizer.load_sids(run).sids.table.vocabulary()
     return LLM(lambda: model.load_saved(stage / variant / "adapter", vocabulary), prompt)
 
 
@@ -75,7 +75,7 @@ def predict_rows(llm: LLM, prepared: PreparedData, tokenized: Tokenized, max_exa
     """The LLM's top-k items for the test rows `recommend.eval_examples(max_examples, seed)` picks (the rows
     every model of a comparison is scored on), each with the LLM's own prompt."""
     bundle = llm.load()
-    tokenizer = bundle.tokenizer if llm.prompt.chat_template else None
+    tokenizer = chat_tokenizer(bundle.tokenizer, llm.prompt)
     table = tokenized.sids.table
     examples = recommend.eval_examples(prepared, table, llm.prompt, max_examples, seed, tokenizer)
     rows = tasks.example_rows(prepared, examples, "test")

@@ -193,6 +193,16 @@ def parse_completion(text: str, valid: Optional[Collection[str]] = None) -> Opti
     return sid
 
 
+def chat_tokenizer(tokenizer, cfg: PromptConfig):
+    """The one switch for chat templates: the tokenizer `build_prompt` wraps prompts with when
+    `cfg.chat_template` (an instruct model), else None (plain text, as the tiny model is trained).
+
+    >>> chat_tokenizer("tok", PromptConfig()) is None, chat_tokenizer("tok", PromptConfig(chat_template=True))
+    (True, 'tok')
+    """
+    return tokenizer if cfg.chat_template else None
+
+
 def apply_chat(tokenizer, prompt: str) -> str:
     """Wrap `prompt` as one user turn with the tokenizer's chat template, ending with the assistant cue."""
     if getattr(tokenizer, "chat_template", "missing") is None:

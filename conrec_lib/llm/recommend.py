@@ -20,7 +20,7 @@ from conrec_lib.data.dataprep import PreparedData
 from conrec_lib.llm.decoding import SIDTrie
 from conrec_lib.sids.item_tokenizer import Tokenized
 from conrec_lib.llm.model import ModelBundle
-from conrec_lib.llm.prompts import PromptConfig
+from conrec_lib.llm.prompts import PromptConfig, chat_tokenizer
 from conrec_lib.sids.semantic_ids import SIDTable
 
 
@@ -82,7 +82,7 @@ def evaluate_model(bundle: ModelBundle, prepared: PreparedData, tokenized: Token
                    progress: bool = False) -> EvalResult:
     """Ask the model for the top-k next negatives of each test example and score them (module docstring)."""
     table = tokenized.sids.table
-    tokenizer = bundle.tokenizer if prompt_cfg.chat_template else None
+    tokenizer = chat_tokenizer(bundle.tokenizer, prompt_cfg)
     examples = eval_examples(prepared, table, prompt_cfg, max_examples, seed, tokenizer)
     prompts = [e.prompt for e in examples]
     rows = tasks.example_rows(prepared, examples, "test")

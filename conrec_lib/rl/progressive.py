@@ -162,7 +162,7 @@ class Context(NamedTuple):
 
 def build_context(cfg: ProgressiveConfig, run: runs.Run) -> Context:
     """Load notebooks 01/02's data and build every stage's training rows (training period only)."""
-    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_tokenizer(run)
+    prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_sids(run)
     table, scores = tokenized.sids.table, rewards.train_swing(prepared, cfg.swing)
     examples = [rewards.grpo_examples(prepared, table, p, scores, cfg.n_neighbours, cfg.n_train, cfg.seed + k)
                 for k, p in enumerate(cfg.prompts())]
@@ -173,7 +173,7 @@ def align_eval_of(run: runs.Run, prepared: PreparedData) -> list:
     """Notebook 04's held-out alignment questions, rebuilt from its config (`context_discerning.load_config`)."""
     saved = context_discerning.load_config(run)
     users = alignment.split_users(prepared.dataset.n_users, saved.eval_fraction, saved.seed)
-    table = item_tokenizer.load_tokenizer(run).sids.table
+    table = item_tokenizer.load_sids(run).sids.table
     return alignment.alignment_examples(prepared, table, users.eval, "test", saved.alignment, saved.seed,
                                         saved.n_align_eval)
 
@@ -350,7 +350,7 @@ def load_config(run: runs.Run) -> ProgressiveConfig:
 
 def load_bundle(run: runs.Run, device: Optional[str] = None) -> ModelBundle:
     """The CoNRec model notebook 05 ended with, rebuilt with its saved ModelConfig."""
-    return model.load_saved(adapter_dir(run), item_tokenizer.load_tokenizer(run).sids.table.vocabulary(), device)
+    return model.load_saved(adapter_dir(run), item_tokenizer.load_sids(run).sids.table.vocabulary(), device)
 
 
 # --- what notebook 05 shows ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Notebook 02's stage: item embeddings -> residual quantizer -> one unique semantic ID per item.
 
 `tokenize(cfg, run)` writes `RUN_DIR/02_semantic_ids/` (SID table, codebooks, quantizer, metrics);
-later notebooks call `load_tokenizer(run)` to get the exact SIDs and codebooks notebook 02 made.
+later notebooks call `load_sids(run)` to get the exact SIDs and codebooks notebook 02 made.
 Collaborative embeddings learn only from `training_interactions(split)`, so nothing of the test window
 shapes the SIDs.
 """
@@ -100,7 +100,7 @@ def load_config(run: runs.Run) -> TokenizerConfig:
     return configs.read(TokenizerConfig, run.require(STAGE) / "config.json")
 
 
-def load_tokenizer(run: runs.Run) -> Tokenized:
+def load_sids(run: runs.Run) -> Tokenized:
     """The SIDs and item embeddings notebook 02 wrote (an error names the notebook if it has not run)."""
     stage = run.require(STAGE)
     return Tokenized(semantic_ids.load(stage / "sids"), artifacts.read(np.load, stage / "item_embeddings.npy"),

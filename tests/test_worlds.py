@@ -1,0 +1,90 @@
+"""Named simulated worlds and the world-level SimConfig fields (issue 15; docs/calibration.md)."""
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from conrec_lib.data import simulate as sim, splits
+
+TINY_INTERACTIONS = "6566ae719bb2a3d875e9505ac8ada6b137f595ef844995ef169d0068afc5d080"  # as in test_simulate.py
+
+
+def _frame_hash(df: pd.DataFrame) -> str:
+    payload = pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes()
+    return hashlib.sha256(payload + str(list(df.dtypes)).encode() + str(list(df.columns)).encode()).hexdigest()
+
+
+def _next_top1_coverage(ds) -> float:
+    split = splits.make_split(ds, splits.SplitConfig(horizon_days=7))
+    from conrec_lib.data import exploration
+    return float(exploration.top1_coverage(ds, split).loc["top-1 interests", "next negative"])
+
+
+def test_default_world_fields_resolve_to_the_old_simulator():
+    cfg = sim.SimConfig(scale="tiny")
+    assert (cfg.world, cfg.n_aversions, cfg.aversion_kinds) == ("default", (1, 4), "mixed")
+    assert cfg.unrelated_dislike == 0.0 and cfg.target_negatives_per_user is None and cfg.neg_propensity == 0.3
+
+
+def test_spelling_out_the_default_world_keeps_the_pinned_tiny_world():
+    cfg = sim.SimConfig(scale="tiny", seed=0, world="default", n_aversions=(1, 4), aversion_kinds="mixed",
+                        unrelated_dislike=0.0)
+    assert _frame_hash(sim.simulate(cfg).interactions) == TINY_INTERACTIONS
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(world="taobao"), "world"),
+    (dict(n_aversions=(0, 3)), "n_aversions"),
+    (dict(n_aversions=(5, 3)), "n_aversions"),
+    (dict(n_aversions=(1, 40)), "n_aversions"),
+    (dict(aversion_kinds="colours"), "aversion_kinds"),
+    (dict(unrelated_dislike=-0.1), "unrelated_dislike"),
+    (dict(target_negatives_per_user=0.0), "target_negatives_per_user"),
+    (dict(target_negatives_per_user=1e6), "target_negatives_per_user"),
+])
+def test_bad_world_fields_raise_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"SimConfig\.{field}="):
+        sim.SimConfig(**{"scale": "tiny", **kwargs})
+
+
+def test_explicit_fields_override_the_world_preset():
+    cfg = sim.SimConfig(scale="tiny", world="paper", n_aversions=(2, 3))
+    assert cfg.n_aversions == (2, 3)
+    assert cfg.target_negatives_per_user == sim.WORLDS["paper"]["target_negatives_per_user"]
+
+
+def test_aversion_count_follows_n_aversions():
+    gt = sim.simulate(sim.SimConfig(scale="tiny", seed=0, n_aversions=(6, 8))).ground_truth
+    per_user = gt.groupby("user_id").size()
+    assert per_user.min() >= 6 and per_user.max() <= 8
+
+
+def test_attribute_aversions_leave_out_categories_and_tiers():
+    gt = sim.simulate(sim.SimConfig(scale="tiny", seed=0, aversion_kinds="attributes")).ground_truth
+    assert not gt["facet"].str.startswith(("category=", "tier=")).any()
+
+
+def test_unrelated_dislike_adds_negatives_outside_every_aversion():
+    base = sim.simulate(sim.SimConfig(scale="tiny", seed=0))
+    noisy = sim.simulate(sim.SimConfig(scale="tiny", seed=0, unrelated_dislike=0.5))
+    assert sim.negatives_per_user(noisy) > sim.negatives_per_user(base)
+    dislike = sim.dislike_scores(noisy)
+    neg = noisy.interactions[noisy.interactions["feedback"] == "negative"]
+    assert (dislike[neg["user_id"], neg["item_id"]] == 0).mean() > 0.1  # hits no aversion at all
+
+
+@pytest.mark.parametrize("target", [8.0, 30.0])
+def test_propensity_tuning_hits_its_target(target):
+    world = sim.simulate_world(sim.SimConfig(scale="tiny", seed=0, target_negatives_per_user=target))
+    assert sim.negatives_per_user(world.dataset) == pytest.approx(target, rel=0.2)
+    assert world.config.neg_propensity == sim.tuned_propensity(world.config)  # re-tunes to the same value
+
+
+def test_paper_world_builds_with_lower_next_negative_coverage():
+    default = sim.simulate(sim.SimConfig(scale="small", seed=0))
+    paper = sim.simulate_world(sim.SimConfig(scale="small", seed=0, world="paper"))
+    assert "world='paper'" in paper.dataset.citation
+    assert _next_top1_coverage(paper.dataset) < _next_top1_coverage(default) - 0.15
+    assert sim.negatives_per_user(paper.dataset) == pytest.approx(20.0, rel=0.25)
