@@ -343,3 +343,33 @@ def gap_closed(value: float, floor: float, ceiling: float) -> float:
     0.5
     """
     return (value - floor) / (ceiling - floor) if ceiling != floor else float("nan")
+
+
+# --- inequality of exposure over a catalogue (the A/B test's arms) ----------------------------------
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts: 0 all equal, (n-1)/n all on one item.
+
+    >>> gini(np.array([1, 1, 1, 1]))
+    0.0
+    >>> gini(np.array([0, 0, 0, 4]))
+    0.75
+    """
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if total == 0:
+        return math.nan
+    return float(((2 * np.arange(1, n + 1) - n - 1) * x).sum() / (n * total))
+
+
+def normalised_entropy(counts: np.ndarray) -> float:
+    """Shannon entropy of the exposure distribution divided by log(n): 1 uniform, 0 one item.
+
+    >>> normalised_entropy(np.array([2, 2, 2, 2]))
+    1.0
+    >>> normalised_entropy(np.array([0, 5, 0, 0]))
+    0.0
+    """
+    x = np.asarray(counts, dtype=np.float64)
+    p = x[x > 0] / x.sum()
+    return float(-(p * np.log(p)).sum() / math.log(len(x))) + 0.0  # + 0.0: no -0.0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conrec_lib.evaluation import ab_test as ab
+from conrec_lib.evaluation import ab_test as ab, filters
 from conrec_lib.data import dataset as data
 from conrec_lib.evaluation import deployment
 from conrec_lib.data import simulate as sim
@@ -32,8 +32,8 @@ def test_config_validates():
 
 def test_a_filter_that_blocks_nothing_equals_control_exactly(world):
     control = ab.run_arm(world, None, 0, CFG, "x")
-    for nothing in (ab.NoFilter(world.config.n_items),
-                    ab.embedding_filter(ab.Fixed([[0, 1]] * world.config.n_users), _facet_embeddings(world),
+    for nothing in (filters.NoFilter(world.config.n_items),
+                    filters.embedding_filter(filters.Fixed([[0, 1]] * world.config.n_users), _facet_embeddings(world),
                                         deployment.FilterConfig(theta=1.01))):
         arm = ab.run_arm(world, nothing, 0, CFG, "x")
         pd.testing.assert_frame_equal(arm.log, control.log)
@@ -41,9 +41,9 @@ def test_a_filter_that_blocks_nothing_equals_control_exactly(world):
 
 
 def test_same_seed_same_run_other_seed_other_run(world):
-    first, again = (ab.run_arm(world, ab.category_rule(world), 3, CFG) for _ in range(2))
+    first, again = (ab.run_arm(world, filters.category_rule(world), 3, CFG) for _ in range(2))
     pd.testing.assert_frame_equal(first.log, again.log)
-    other = ab.run_arm(world, ab.category_rule(world), 4, CFG)
+    other = ab.run_arm(world, filters.category_rule(world), 4, CFG)
     assert not other.log.equals(first.log)
 
 
@@ -54,14 +54,14 @@ def test_the_run_continues_the_log_without_touching_the_world(world):
     assert list(out.log.columns) == list(data.INTERACTION_COLUMNS)
     assert set(out.log["day"]) == {world.start_day, world.start_day + 1}
     assert out.log.groupby(["user_id", "day"]).size().max() == world.config.slate_size
-    negatives_before = ab.start_log(world).query("feedback == 'negative'")[["user_id", "item_id"]]
+    negatives_before = filters.start_log(world).query("feedback == 'negative'")[["user_id", "item_id"]]
     assert negatives_before.merge(out.log, on=["user_id", "item_id"]).empty  # never shown again
 
 
 def test_blocking_every_true_aversion_removes_every_negative(world):
     control = ab.run_arm(world, None, 0, CFG).result
-    top1 = ab.run_arm(world, ab.oracle_filter(world, top_k=1), 0, CFG).result
-    oracle = ab.run_arm(world, ab.oracle_filter(world), 0, CFG).result
+    top1 = ab.run_arm(world, filters.oracle_filter(world, top_k=1), 0, CFG).result
+    oracle = ab.run_arm(world, filters.oracle_filter(world), 0, CFG).result
     assert control.negative_rate > 0.02
     assert oracle.negative_rate == 0.0  # a negative needs an aversion facet, and every such item is blocked
     assert 0 < top1.negative_rate < control.negative_rate
@@ -75,8 +75,8 @@ def test_false_filter_count_is_the_answers_control_got_for_the_filtered_items(wo
     showed and the user answered, with the same random numbers."""
     one_day = ab.ABConfig(n_days=1, seeds=(0,))
     control = ab.run_arm(world, None, 0, one_day).log
-    oracle = ab.run_arm(world, ab.oracle_filter(world), 0, one_day).result
-    mask = ab.facet_mask(ab.true_aversions(world), data.item_facets(world.dataset))
+    oracle = ab.run_arm(world, filters.oracle_filter(world), 0, one_day).result
+    mask = filters.facet_mask(filters.true_aversions(world), data.item_facets(world.dataset))
     hit = control[mask[control["user_id"], control["item_id"]]]
     assert oracle.n_filtered == len(hit) > 0
     assert oracle.false_filter_rate == pytest.approx((hit["feedback"] == "positive").mean())
@@ -87,7 +87,7 @@ def test_false_filter_count_is_the_answers_control_got_for_the_filtered_items(wo
 def test_a_random_filter_filters_its_share_and_false_filters_at_the_base_rate(world):
     cfg = ab.ABConfig(n_days=3, seeds=(0,))
     control = ab.run_arm(world, None, 0, cfg).result
-    rand = ab.run_arm(world, ab.RandomFilter(world.config.n_items, share=0.3), 0, cfg).result
+    rand = ab.run_arm(world, filters.RandomFilter(world.config.n_items, share=0.3), 0, cfg).result
     assert rand.filter_rate == pytest.approx(0.3, abs=0.03)
     assert rand.false_filter_rate == pytest.approx(control.positive_rate, abs=0.05)
     assert rand.n_exposures == control.n_exposures
@@ -100,29 +100,29 @@ def test_a_fixed_source_is_asked_once_and_refreshes_follow_refresh_days(world):
         calls.append((len(user_ids), day))
         return [set() for _ in user_ids]
 
-    once = ab.facet_filter(source, world)
+    once = filters.facet_filter(source, world)
     result = ab.run_ab_test(world, {"control": None, "once": once}, ab.ABConfig(n_days=2, seeds=(0, 1)))
     assert calls == [(world.config.n_users, world.start_day)]  # at the start only, reused by the second seed
     assert len(result.table) == 4
     calls.clear()
-    ab.run_arm(world, ab.facet_filter(source, world, refresh_days=1), 0, CFG)
+    ab.run_arm(world, filters.facet_filter(source, world, refresh_days=1), 0, CFG)
     assert calls[0] == (world.config.n_users, world.start_day)
     assert {day for _, day in calls[1:]} == {world.start_day + 1}
 
 
 def test_embedding_filter_on_past_negatives_lowers_negatives(world):
-    log = ab.start_log(world)
+    log = filters.start_log(world)
     past = log[log["feedback"] == "negative"].groupby("user_id")["item_id"].agg(list).to_dict()
     sets = [past.get(u, [])[-20:] for u in range(world.config.n_users)]
     arms = {"control": None,
-            "conrec": ab.embedding_filter(ab.Fixed(sets), _facet_embeddings(world), deployment.FilterConfig(0.6))}
+            "conrec": filters.embedding_filter(filters.Fixed(sets), _facet_embeddings(world), deployment.FilterConfig(0.6))}
     summary = ab.run_ab_test(world, arms, ab.ABConfig(n_days=3, seeds=(0, 1))).summary()
     rate = summary[summary["metric"] == "negative_rate"].set_index("arm")["mean"]
     assert rate["conrec"] < rate["control"]
 
 
 def test_summary_and_json(world):
-    result = ab.run_ab_test(world, {"control": None, "oracle": ab.oracle_filter(world)}, CFG)
+    result = ab.run_ab_test(world, {"control": None, "oracle": filters.oracle_filter(world)}, CFG)
     summary = result.summary()
     assert list(summary.columns) == ["arm", "metric", "mean", "std", "n_seeds"]
     assert len(summary) == 2 * len(ab.METRICS) and (summary["n_seeds"] == 1).all()
@@ -132,10 +132,10 @@ def test_summary_and_json(world):
     with pytest.raises(ValueError, match="arms is empty"):
         ab.run_ab_test(world, {}, CFG)
     with pytest.raises(RuntimeError, match="before start"):
-        ab.oracle_filter(world).blocked(np.array([0]), world.start_day, ab.start_log(world))
+        filters.oracle_filter(world).blocked(np.array([0]), world.start_day, filters.start_log(world))
 
 
 def test_start_from_an_earlier_day(world):
     early = sim.simulate_world(sim.SimConfig(scale="tiny", seed=0), start_day=7)
     out = ab.run_arm(early, None, 0, CFG)
-    assert set(out.log["day"]) == {7, 8} and ab.start_log(early)["day"].max() == 6
+    assert set(out.log["day"]) == {7, 8} and filters.start_log(early)["day"].max() == 6

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from conrec_lib import hardware, metrics as m_, paper, runs
-from conrec_lib.evaluation import ab_test, deployment, comparisons as evaluation, llm_models
+from conrec_lib.evaluation import ab_test, deployment, comparisons as evaluation, filters, llm_models
 from conrec_lib.data import dataprep
 from conrec_lib.sids import item_tokenizer
 from conrec_lib.llm import diagnostics as llm_diagnostics, recommend, tasks
@@ -183,7 +183,7 @@ def ab_arms(sub: SubRun, world: sim.World, theta: float, progress: bool) -> dict
     """Part 4's arms: control, CoNRec's filter, the same filter on most-disliked items, the category rule.
 
     Predictions are made once, from the log before the A/B period (what a deployment knows then)."""
-    tokenized, log = sub.tokenized, ab_test.start_log(world)
+    tokenized, log = sub.tokenized, filters.start_log(world)
     llm = llm_models.tutorial_models(sub.run, ("conrec",))["conrec"]
     users = np.arange(world.config.n_users)
     cutoff = int(log["timestamp"].max()) + 1
@@ -192,9 +192,9 @@ def ab_arms(sub: SubRun, world: sim.World, theta: float, progress: bool) -> dict
     popular = most_disliked(log, world.config.n_items, deployment.FilterConfig().k)
     emb, filt = recommend.reconstructed_embeddings(tokenized), deployment.FilterConfig(theta=theta)
     return {"control": None,
-            "conrec filter": ab_test.embedding_filter(ab_test.Fixed(sets), emb, filt),
-            "most-disliked filter": ab_test.embedding_filter(ab_test.Fixed([popular] * len(users)), emb, filt),
-            "category rule": ab_test.category_rule(world)}
+            "conrec filter": filters.embedding_filter(filters.Fixed(sets), emb, filt),
+            "most-disliked filter": filters.embedding_filter(filters.Fixed([popular] * len(users)), emb, filt),
+            "category rule": filters.category_rule(world)}
 
 
 @dataclasses.dataclass
