@@ -383,3 +383,20 @@ def test_a_changed_bundled_file_is_named_by_the_checksum_check(tmp_path):
 def test_no_bundled_copy_of_download_only_data():
     with pytest.raises(ValueError, match="may not be redistributed"):
         loaders.bundled("ml-1m")
+
+
+def test_one_dataset_registry_serves_the_loaders_notebook_01_and_notebook_06():
+    from conrec_lib.data import dataprep
+    from conrec_lib.evaluation import comparisons
+
+    entries = list(loaders.REGISTRY.values())
+    assert len({e.label for e in entries}) == len(entries)  # one label per dataset
+    assert dataprep.DATASETS == loaders.NAMES == tuple(loaders.REGISTRY)
+    assert comparisons.DATASETS == ("simulator", "kuairand", "movielens")
+    assert {comparisons.LOADER[label] for label in comparisons.DATASETS} <= set(loaders.NAMES)
+    for name, folder in loaders.BUNDLED.items():
+        assert loaders.bundled(name) == loaders.DATA_ROOT / folder
+    assert dataprep.DataConfig("movielens", path="x").split_config().mode == "per_user"
+    assert dataprep.DataConfig().split_config().mode == "global"
+    with pytest.raises(ValueError, match="notebook 06 knows"):
+        loaders.by_label("taobao")

@@ -87,4 +87,5 @@ def test_paper_world_builds_with_lower_next_negative_coverage():
     paper = sim.simulate_world(sim.SimConfig(scale="small", seed=0, world="paper"))
     assert "world='paper'" in paper.dataset.citation
     assert _next_top1_coverage(paper.dataset) < _next_top1_coverage(default) - 0.15
-    assert sim.negatives_per_user(paper.dataset) == pytest.approx(20.0, rel=0.25)
+    target = sim.WORLDS["paper"]["target_negatives_per_user"]
+    assert sim.negatives_per_user(paper.dataset) == pytest.approx(target, rel=0.25)

@@ -14,7 +14,7 @@ from conrec_lib import configs
 from conrec_lib.configs import check_types
 
 STAGE = "01_data"
-DATASETS = ("simulated", "kuairand", "movielens", "csv")
+DATASETS = loaders.NAMES  # the registry: loaders.REGISTRY
 
 
 @dataclasses.dataclass
@@ -43,7 +43,7 @@ class DataConfig:
     def split_config(self) -> splits.SplitConfig:
         mode = self.split_mode
         if mode == "auto":
-            mode = "per_user" if self.dataset == "movielens" else "global"
+            mode = loaders.REGISTRY[self.dataset].split_mode
         return splits.SplitConfig(horizon_days=self.horizon_days, mode=mode, seed=self.seed)
 
 

@@ -48,7 +48,38 @@ from tqdm.auto import tqdm
 from conrec_lib import runs
 from conrec_lib.data import dataset as data
 
-NAMES = ("simulated", "kuairand", "movielens", "csv")
+
+@dataclasses.dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset the tutorial knows: the one place to add a dataset (with its reader in LAYOUTS/READERS)."""
+
+    name: str  # `load(name)`, notebook 01's DATASET
+    label: str  # its name in notebook 06's tables ("simulator" reads better there than "simulated")
+    split_mode: str  # "global", or "per_user" where users rate in one session (MovieLens)
+    embedder: str  # notebook 06's SID encoder for it ("collaborative" where item text is a stand-in)
+    bundled: Optional[str] = None  # folder under data/ holding the redistributable copy
+    compared: bool = True  # one of notebook 06's datasets
+
+
+REGISTRY = {entry.name: entry for entry in (
+    DatasetEntry("simulated", "simulator", "global", "tfidf"),
+    DatasetEntry("kuairand", "kuairand", "global", "collaborative", bundled="kuairand-27k-like-hate-kcore15"),
+    DatasetEntry("movielens", "movielens", "per_user", "tfidf", bundled="movielens-ml-latest-small"),
+    DatasetEntry("csv", "csv", "global", "auto", compared=False),
+)}
+NAMES = tuple(REGISTRY)
+
+
+def by_label(label: str) -> DatasetEntry:
+    """The entry notebook 06 calls `label` ("simulator", "kuairand", "movielens").
+
+    >>> by_label("simulator").name
+    'simulated'
+    """
+    for entry in REGISTRY.values():
+        if entry.label == label:
+            return entry
+    raise ValueError(f"unknown dataset {label!r}; notebook 06 knows {[e.label for e in REGISTRY.values()]}")
 
 KUAIRAND_LICENCE = ("CC BY-SA 4.0 (KuaiRand, https://kuairand.com): give attribution and share derived data "
                     "under the same licence")
@@ -106,7 +137,7 @@ LAYOUTS = {
 # --- the copies bundled with the project (data/README.md) -----------------------------------------
 
 DATA_ROOT = runs.project_root() / "data"  # the repository's data/ folder
-BUNDLED = {"kuairand": "kuairand-27k-like-hate-kcore15", "movielens": "movielens-ml-latest-small"}
+BUNDLED = {name: entry.bundled for name, entry in REGISTRY.items() if entry.bundled}
 
 
 def bundled(name: str, verify: bool = False) -> Path:

@@ -97,8 +97,8 @@ MAX_AVERSIONS = 12
 WORLDS = {
     "default": dict(n_aversions=(1, 4), aversion_kinds="mixed", unrelated_dislike=0.0,
                     target_negatives_per_user=None),
-    "paper": dict(n_aversions=(6, 10), aversion_kinds="mixed", unrelated_dislike=0.0,
-                  target_negatives_per_user=20.0),
+    "paper": dict(n_aversions=(8, 12), aversion_kinds="mixed", unrelated_dislike=0.15,
+                  target_negatives_per_user=10.0),
 }
 PILOT_USERS = 150  # users of the pilot worlds that tune neg_propensity (tuned_propensity)
 TUNING_STEPS = 7  # bisection steps over log(neg_propensity) in [1e-3, 1]: about 5% precision

@@ -48,9 +48,11 @@ from conrec_lib.baselines.sasrec import SASRecConfig
 from conrec_lib.baselines.tiger import TIGERConfig
 
 STAGE = "06_evaluation"
-DATASETS = ("simulator", "kuairand", "movielens")
-LOADER = {"simulator": "simulated", "kuairand": "kuairand", "movielens": "movielens"}  # dataprep's names
-FOLDERS = loaders.BUNDLED  # the real datasets' folders under data_dir
+# Views of the one dataset registry (loaders.REGISTRY), by the names this notebook's tables use.
+COMPARED = [entry for entry in loaders.REGISTRY.values() if entry.compared]
+DATASETS = tuple(entry.label for entry in COMPARED)
+LOADER = {entry.label: entry.name for entry in COMPARED}  # notebook 01's names
+FOLDERS = {entry.label: entry.bundled for entry in COMPARED if entry.bundled}  # the real datasets' folders
 BASELINES = ("most_disliked", "swing", "item_knn", "category_block", "sasrec", "tiger")
 # Yardsticks, reported beside the baselines but never "the best baseline": the simulator's ceiling (it reads the
 # hidden ground truth) and the personal non-LLM ranking of the user's own negatives.
@@ -59,7 +61,7 @@ METRICS = ("HR@20", "FHR@20", "LUF@20", "LIF@20", "CandAcc")
 
 
 def _embedders() -> dict[str, str]:
-    return {"simulator": "tfidf", "kuairand": "collaborative", "movielens": "tfidf"}
+    return {entry.label: entry.embedder for entry in COMPARED}
 
 
 @dataclasses.dataclass
@@ -118,8 +120,8 @@ class EvaluationConfig:
 
     def data_config(self, dataset: str, seed: int) -> dataprep.DataConfig:
         """Notebook 01's settings of one sub-run (the real data folder checked here, with a fix in the error)."""
-        if dataset == "simulator":
-            return dataprep.DataConfig(dataset="simulated", scale=self.simulator_scale, seed=seed)
+        if dataset not in FOLDERS:  # generated, not read: the simulator
+            return dataprep.DataConfig(dataset=LOADER[dataset], scale=self.simulator_scale, seed=seed)
         folder = runs.resolve(self.data_dir) / FOLDERS[dataset]
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: the {dataset} data is not there; set EvaluationConfig.data_dir "

@@ -38,11 +38,13 @@ class TokenizerConfig:
         check_types(self)
 
     @classmethod
-    def for_dataset(cls, ds: data.Dataset, embedder: str = "auto", **sid_fields) -> "TokenizerConfig":
-        """`embedder="auto"`: MiniLM on real item text, collaborative embeddings where text is a stand-in."""
+    def for_dataset(cls, ds: data.Dataset, embedder: str = "auto", compare: bool = True,
+                    **sid_fields) -> "TokenizerConfig":
+        """`embedder="auto"`: MiniLM on real item text, collaborative embeddings where text is a stand-in;
+        `compare`: also build the other quantizer."""
         if embedder == "auto":
             embedder = "collaborative" if ds.text_is_standin else "minilm"
-        return cls(embed=EmbedConfig(encoder=embedder), sid=SIDConfig(**sid_fields))
+        return cls(embed=EmbedConfig(encoder=embedder), sid=SIDConfig(**sid_fields), compare=compare)
 
 
 @dataclasses.dataclass
