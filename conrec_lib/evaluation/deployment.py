@@ -52,13 +52,6 @@ class Filtered(NamedTuple):
     filtered: list[int]
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (float32); an all-zero row stays zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 def max_cosine(predicted_embeddings: np.ndarray, candidate_embeddings: np.ndarray) -> np.ndarray:
     """`metrics.candidate_scores` clipped to [-1, 1], so rounding never lifts an identical item above theta = 1.
 
@@ -111,12 +104,11 @@ def item_mask(predicted: Sequence[Sequence[int]], embeddings: np.ndarray, cfg: F
     >>> item_mask([[0], [], [2]], e, FilterConfig(theta=0.5)).astype(int).tolist()
     [[1, 1, 0], [0, 0, 0], [0, 1, 1]]
     """
-    units = _unit(embeddings)  # (I, d)
-    mask = np.zeros((len(predicted), len(units)), bool)
+    mask = np.zeros((len(predicted), len(embeddings)), bool)
     for u, pred in enumerate(predicted):
         pred = [int(i) for i in pred[:cfg.k]]
         if pred:
-            mask[u] = np.clip((units @ units[pred].T).max(axis=1), -1, 1) > cfg.theta  # (I,); as max_cosine
+            mask[u] = max_cosine(embeddings[pred], embeddings) > cfg.theta  # (I,): the one rule, filtered_flags's
     return mask
 
 
