@@ -160,6 +160,12 @@ def test_csv_ids_are_text_as_written(tmp_path):
     assert ds.interactions["item_id"].tolist() == [0, 1, 2, 0]
 
 
+def test_csv_ids_lose_surrounding_spaces(tmp_path):
+    text = CSV_HEADER + f"7 ,a,{T},positive\n7,a ,{T + 1},negative\n"
+    ds = loaders.load("csv", _write(tmp_path / "data", {"interactions.csv": text}))
+    assert (ds.n_users, ds.n_items) == (1, 1)  # '7 ' is '7', 'a ' is 'a'
+
+
 def test_csv_numeric_looking_ids_match_items_csv_as_text(tmp_path):
     files = {"interactions.csv": CSV_HEADER + f"1,007,{T},positive\n1,7,{T + 1},negative\n",
              "items.csv": "item_id,title,category\n7,seven,a\n007,double-oh seven,b\n"}

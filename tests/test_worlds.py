@@ -75,7 +75,7 @@ def test_unrelated_dislike_adds_negatives_outside_every_aversion():
     assert (dislike[neg["user_id"], neg["item_id"]] == 0).mean() > 0.1  # hits no aversion at all
 
 
-@pytest.mark.parametrize("target", [8.0, 30.0])
+@pytest.mark.parametrize("target", [5.0, 15.0])
 def test_propensity_tuning_hits_its_target(target):
     world = sim.simulate_world(sim.SimConfig(scale="tiny", seed=0, target_negatives_per_user=target))
     assert sim.negatives_per_user(world.dataset) == pytest.approx(target, rel=0.2)
@@ -89,3 +89,9 @@ def test_paper_world_builds_with_lower_next_negative_coverage():
     assert _next_top1_coverage(paper.dataset) < _next_top1_coverage(default) - 0.15
     target = sim.WORLDS["paper"]["target_negatives_per_user"]
     assert sim.negatives_per_user(paper.dataset) == pytest.approx(target, rel=0.25)
+
+
+def test_an_unreachable_target_warns():
+    cfg = sim.SimConfig(scale="tiny", seed=0, n_users=20, n_days=3, target_negatives_per_user=25.0)
+    with pytest.warns(UserWarning, match="out of reach"):
+        sim.tuned_propensity(cfg)

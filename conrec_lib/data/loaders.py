@@ -245,7 +245,7 @@ def _read(path: Path, *, sep: str = ",", required: tuple[str, ...] = (), integer
           dtype=None) -> pd.DataFrame:
     """Read one delimited file; check it is non-empty, parses, has `required` columns, `integer` whole numbers.
 
-    `ids` are columns of ids kept as text exactly as written ('007' stays '007'); with them no cell of the file
+    `ids` are columns of ids kept as text as written ('007' stays '007'; surrounding spaces dropped); with them no cell of the file
     is read as missing except an empty one, and an empty id is refused.
     """
     if not path.is_file():
@@ -269,6 +269,7 @@ def _read(path: Path, *, sep: str = ",", required: tuple[str, ...] = (), integer
                          f"The file needs the columns {list(required)}")
     for col in ids:
         _no_empty_ids(df[col], path, col)
+        df[col] = df[col].str.strip()  # '7 ' is the id '7' (a stray space in an export), '007' stays '007'
     for col in integer:
         df[col] = _whole_numbers(df[col], path, col, header=names is None)
     return df

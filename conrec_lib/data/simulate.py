@@ -27,6 +27,7 @@ that `conrec_lib.evaluation.ab_test` can run the platform on from there (`slate_
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -654,6 +655,10 @@ def tuned_propensity(cfg: SimConfig) -> float:
         mid = (low + high) / 2
         got = negatives_per_user(simulate(dataclasses.replace(pilot, neg_propensity=float(np.exp(mid)))))
         low, high = (mid, high) if got < cfg.target_negatives_per_user else (low, mid)
+    if high == 0.0 or low == np.log(1e-3):  # never left an end of the bracket
+        warnings.warn(f"SimConfig.target_negatives_per_user={cfg.target_negatives_per_user} is out of reach "
+                      f"with neg_propensity in [1e-3, 1] (last pilot: {got:.1f} negatives per user); "
+                      "using the nearest end", stacklevel=2)
     return float(np.exp((low + high) / 2))
 
 
