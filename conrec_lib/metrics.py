@@ -345,6 +345,15 @@ def gap_closed(value: float, floor: float, ceiling: float) -> float:
     return (value - floor) / (ceiling - floor) if ceiling != floor else float("nan")
 
 
+def relative_gain(value: float, reference: float) -> float:
+    """(value - reference) / reference, the paper's "+13.7% over the best baseline" (NaN when reference is 0).
+
+    >>> round(relative_gain(0.55, 0.5), 6), relative_gain(1.0, 0.0)
+    (0.1, nan)
+    """
+    return (value - reference) / reference if reference else float("nan")
+
+
 # --- inequality of exposure over a catalogue (the A/B test's arms) ----------------------------------
 
 def gini(counts: np.ndarray) -> float:

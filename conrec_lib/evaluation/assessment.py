@@ -247,7 +247,8 @@ def relative_to_best(comparison: RunComparison, model: str = "conrec") -> dict:
         best = base[metric].idxmax()
         ours, ref = float(table.loc[model, metric]), float(base.loc[best, metric])
         out[metric] = {model: ours, "best_baseline": best, "best_value": ref,
-                       "relative": (ours - ref) / ref if ref else None, "paper_relative": PAPER_RELATIVE[metric]}
+                       "relative": m_.relative_gain(ours, ref) if ref else None,  # None: JSON has no NaN
+                       "paper_relative": PAPER_RELATIVE[metric]}
     return out
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from conrec_lib import runs
+from conrec_lib import metrics as metrics_core, runs
 from conrec_lib.baselines import heuristics as baselines, sasrec, tiger
 from conrec_lib.data import dataprep, loaders
 from conrec_lib.sids import item_tokenizer
@@ -323,7 +323,7 @@ def relative_improvement(table: pd.DataFrame, model: str, reference: Sequence[st
         if model not in group.index or ref.empty:
             continue
         best, ours = ref.idxmax(), float(group[model])
-        rel = (ours - ref[best]) / ref[best] if ref[best] else float("nan")
+        rel = metrics_core.relative_gain(ours, float(ref[best]))
         rows.append((dataset, metric, ours, best, float(ref[best]), rel))
     return pd.DataFrame(rows, columns=["dataset", "metric", model, "best_baseline", "best_value", "relative"])
 
