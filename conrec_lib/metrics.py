@@ -1,4 +1,4 @@
-"""The paper's evaluation metrics as pure functions, and `evaluate`, the one path every model goes through.
+"""The paper's evaluation metrics as pure functions, and `evaluate_rankings`, the one path every model goes through.
 
 PAPER.md "Evaluation in the paper": HR@K, FHR@K, LUF@K, LIF@K (K = 20) and candidate accuracy, plus
 three diagnostics issue 4 asks for: coverage of a user's top-k negative interests, the invalid-SID rate
@@ -72,7 +72,7 @@ def future_hit_rate(predictions: Sequence[Sequence[int]], future_negatives: Sequ
     """FHR@K: share of examples where at least one of the future negatives is in the first `k` predictions.
 
     One hit per example, however many future negatives are matched. An example with an empty
-    future-negative set raises ValueError (it has no target; `evaluate` adds the next negative to it).
+    future-negative set raises ValueError (it has no target; `evaluate_rankings` adds the next negative to it).
 
     >>> future_hit_rate([[1, 2], [3, 4]], [{2, 7}, {5}], k=2)
     0.5
@@ -230,19 +230,19 @@ def positive_leakage(predictions: Sequence[Sequence[int]], future_positives: Seq
     return leaked / total if total else math.nan
 
 
-# --- evaluate: the one code path every model (LLM or baseline) is scored through ---------------
+# --- evaluate_rankings: the one code path every model (LLM or baseline) is scored through ---------------
 
 def _check_examples(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, n_items: int) -> None:
     missing = [c for c in EXAMPLE_COLUMNS if c not in examples.columns]
     if missing:
-        raise ValueError(f"evaluate: examples lack column(s) {missing}; build them with splits.py "
+        raise ValueError(f"evaluate_rankings: examples lack column(s) {missing}; build them with splits.py "
                          f"(it has {list(examples.columns)})")
     if len(predictions) != len(examples):
-        raise ValueError(f"evaluate: {len(predictions)} prediction lists for {len(examples)} examples; "
+        raise ValueError(f"evaluate_rankings: {len(predictions)} prediction lists for {len(examples)} examples; "
                          "pass one list per example row, in row order")
     bad = [(n, i) for n, p in enumerate(predictions) for i in p if not 0 <= int(i) < n_items]
     if bad:
-        raise ValueError(f"evaluate: predicted item ids outside 0..{n_items - 1}, e.g. (example, item) "
+        raise ValueError(f"evaluate_rankings: predicted item ids outside 0..{n_items - 1}, e.g. (example, item) "
                          f"{bad[:3]}; map invalid completions out before scoring (see invalid_rate)")
 
 
@@ -253,7 +253,7 @@ def _candidate_inputs(predictions, examples: pd.DataFrame, item_embeddings: np.n
     for n, (pred, cand, nxt) in enumerate(rows):
         cand = [int(i) for i in cand]
         if int(nxt) not in cand:
-            raise ValueError(f"evaluate: example row {n}: next_negative {nxt} is not among its candidates; "
+            raise ValueError(f"evaluate_rankings: example row {n}: next_negative {nxt} is not among its candidates; "
                              "the split must include it")
         preds.append(item_embeddings[[int(i) for i in pred[:k]]])
         cands.append(item_embeddings[cand])
@@ -261,7 +261,7 @@ def _candidate_inputs(predictions, examples: pd.DataFrame, item_embeddings: np.n
     return preds, cands, true
 
 
-def evaluate(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, item_embeddings: np.ndarray,
+def evaluate_rankings(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, item_embeddings: np.ndarray,
              longtail_items: np.ndarray, k: int = 20) -> dict[str, float]:
     """Score ranked item predictions on split examples: HR, FHR, LUF, LIF @k, CandAcc, positive leakage.
 
@@ -328,7 +328,7 @@ def paired_ratio_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int =
 
 def row_hits(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, k: int = 20) -> np.ndarray:
     """(N,) 1.0 where a top-k list holds a negative of the example's window or its next negative (FHR@k per row,
-    the same target as `evaluate`)."""
+    the same target as `evaluate_rankings`)."""
     targets = [{int(i) for i in f} | {int(n)} for f, n in zip(examples["future_negatives"], examples["next_negative"])]
     return np.array([float(bool({int(i) for i in p[:k]} & t)) for p, t in zip(predictions, targets)])
 

@@ -59,7 +59,7 @@ def peeker(sub: evaluation.SubRun) -> dict[str, list[list[int]]]:
 def test_tiny_simulator_end_to_end_with_an_extra_model(tmp_path):
     cfg = EvaluationConfig(datasets=("simulator",), seeds=(0, 1), simulator_scale="tiny", **FAST)
     run = runs.Run.at(tmp_path / "run")
-    result = evaluation.evaluate(cfg, run, extra_models=peeker, progress=False)
+    result = evaluation.evaluate_datasets(cfg, run, extra_models=peeker, progress=False)
     assert [(r.dataset, r.seed) for r in result.runs] == [("simulator", 0), ("simulator", 1)]
     models = {*evaluation.BASELINES, *evaluation.YARDSTICKS, "peeker"}
     assert set(result.tidy["model"]) == models and len(result.tidy) == 2 * len(models) * 5
@@ -80,11 +80,11 @@ def test_tiny_simulator_end_to_end_with_an_extra_model(tmp_path):
 def test_extra_models_must_return_one_list_per_test_row(tmp_path):
     cfg = EvaluationConfig(datasets=("simulator",), simulator_scale="tiny", baselines=("most_disliked",), **FAST)
     with pytest.raises(ValueError, match="one list per row"):
-        evaluation.evaluate(cfg, runs.Run.at(tmp_path), extra_models=lambda sub: {"bad": [[0]]}, progress=False)
+        evaluation.evaluate_datasets(cfg, runs.Run.at(tmp_path), extra_models=lambda sub: {"bad": [[0]]}, progress=False)
 
 
 def test_kuairand_end_to_end(tmp_path):
     cfg = EvaluationConfig(datasets=("kuairand",), **FAST)
-    result = evaluation.evaluate(cfg, runs.Run.at(tmp_path), progress=False)
+    result = evaluation.evaluate_datasets(cfg, runs.Run.at(tmp_path), progress=False)
     assert set(result.tidy["model"]) == set(evaluation.BASELINES) | {"own_negatives"}  # no oracle on real data
     assert result.tidy["value"].dropna().between(0, 1).all() and result.runs[0].metrics["swing"]["n_examples"] == 15

@@ -1,4 +1,4 @@
-"""Hand-checked cases for every metric and for `evaluate`, the one scoring path."""
+"""Hand-checked cases for every metric and for `evaluate_rankings`, the one scoring path."""
 import math
 
 import numpy as np
@@ -122,7 +122,7 @@ def _examples() -> pd.DataFrame:
 
 def test_evaluate_by_hand():
     preds = [[4, 0], [3], [0, 4, 2]]  # item 2 of example 2 lies beyond k=2
-    out = metrics.evaluate(preds, _examples(), EMB, LONGTAIL, k=2)
+    out = metrics.evaluate_rankings(preds, _examples(), EMB, LONGTAIL, k=2)
     assert out == pytest.approx({
         "HR@2": 1 / 3,        # only example 0 has its next negative in the top 2
         "FHR@2": 2 / 3,       # example 0 via next negative 0, example 2 via future 4
@@ -137,11 +137,11 @@ def test_evaluate_by_hand():
 def test_evaluate_rejects_inconsistent_inputs():
     ex = _examples()
     with pytest.raises(ValueError, match="prediction lists"):
-        metrics.evaluate([[0]], ex, EMB, LONGTAIL)
+        metrics.evaluate_rankings([[0]], ex, EMB, LONGTAIL)
     with pytest.raises(ValueError, match="outside"):
-        metrics.evaluate([[0], [7], [1]], ex, EMB, LONGTAIL)
+        metrics.evaluate_rankings([[0], [7], [1]], ex, EMB, LONGTAIL)
     with pytest.raises(ValueError, match="lack column"):
-        metrics.evaluate([[0]] * 3, ex.drop(columns="candidates"), EMB, LONGTAIL)
+        metrics.evaluate_rankings([[0]] * 3, ex.drop(columns="candidates"), EMB, LONGTAIL)
     bad = ex.assign(candidates=[[1, 3], [1, 3], [2, 3]])  # next negative 0 not among row 0's candidates
     with pytest.raises(ValueError, match="not among its candidates"):
-        metrics.evaluate([[0]] * 3, bad, EMB, LONGTAIL)
+        metrics.evaluate_rankings([[0]] * 3, bad, EMB, LONGTAIL)

@@ -58,7 +58,7 @@ def test_score_uses_the_embeddings_reconstructed_from_the_codebooks(setup):
     rebuilt = recommend.reconstructed_embeddings(tokenized)
     assert rebuilt.shape[0] == prepared.dataset.n_items
     assert not np.allclose(rebuilt, tokenized.item_embeddings[:, :rebuilt.shape[1]])
-    assert scored == metrics.evaluate(perfect, rows, rebuilt, prepared.split.longtail_items, 20)
+    assert scored == metrics.evaluate_rankings(perfect, rows, rebuilt, prepared.split.longtail_items, 20)
     assert scored["CandAcc"] > 0.5  # the true negative scores cosine 1 with itself (ties share the credit)
 
 

@@ -357,7 +357,7 @@ def relative_drop(before: dict, after: dict, keys: Sequence[str] = ("HR@20", "FH
 def per_example_scores(result: EvalResult, prepared: PreparedData, tokenized, k: int = 20) -> pd.DataFrame:
     """Per test row, its HR@k, FHR@k and CandAcc alone (what `recommend.score` computes, one row at a time)."""
     embedded = recommend.reconstructed_embeddings(tokenized)  # once, not once per row
-    rows = [metrics.evaluate([p], result.examples.iloc[[n]], embedded, prepared.split.longtail_items, k)
+    rows = [metrics.evaluate_rankings([p], result.examples.iloc[[n]], embedded, prepared.split.longtail_items, k)
             for n, p in enumerate(result.predictions)]
     return pd.DataFrame(rows)[[f"HR@{k}", f"FHR@{k}", "CandAcc"]]
 

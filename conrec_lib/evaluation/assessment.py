@@ -215,7 +215,7 @@ def assess(cfg: AssessmentConfig, run: runs.Run, progress: bool = True) -> Asses
         hook = llm_models.Pipeline(cfg.pipeline) if cfg.llm_on_datasets else None
         with hardware.cpu_threads(cfg.num_threads):
             comparison = compare_on_run(cfg, run, progress)
-            datasets = evaluation.evaluate(cfg.evaluation, run, hook, progress)
+            datasets = evaluation.evaluate_datasets(cfg.evaluation, run, hook, progress)
             curve = filter_curve(comparison)
             theta = deployment.pick_theta(curve, cfg.max_positives_filtered)
             world = world_of(comparison.sub)

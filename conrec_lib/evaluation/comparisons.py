@@ -270,7 +270,7 @@ def evaluate_sub_run(cfg: EvaluationConfig, parent: runs.Run, dataset: str, seed
     return SubRunResult(dataset, seed, scored, seconds, sub.run.root)
 
 
-def evaluate(cfg: EvaluationConfig, run: runs.Run, extra_models: Optional[ExtraModels] = None,
+def evaluate_datasets(cfg: EvaluationConfig, run: runs.Run, extra_models: Optional[ExtraModels] = None,
              progress: bool = True) -> EvaluationResult:
     """Every (dataset, seed) of the config; writes `06_evaluation/baselines.csv` (the tidy table)."""
     pairs = [(d, s) for d in cfg.datasets for s in cfg.seeds]

@@ -28,7 +28,7 @@ from conrec_lib.sids.semantic_ids import SIDTable
 class EvalResult:
     """The metrics of one model on the test examples, with what produced them."""
 
-    metrics: dict  # metrics.evaluate's keys: HR@k, FHR@k, LUF@k, LIF@k, CandAcc, positive_leakage, n_examples
+    metrics: dict  # metrics.evaluate_rankings's keys: HR@k, FHR@k, LUF@k, LIF@k, CandAcc, positive_leakage, n_examples
     predictions: list[list[int]]  # per example, item ids best first
     examples: pd.DataFrame  # the split's test rows, one per prediction list
     prompts: list[str]  # the prompts the model saw (empty for baselines)
@@ -66,8 +66,8 @@ def reconstructed_embeddings(tokenized: Tokenized) -> np.ndarray:
 
 def score(predictions: Sequence[Sequence[int]], examples: pd.DataFrame, prepared: PreparedData,
           tokenized: Tokenized, k: int = 20) -> dict:
-    """`metrics.evaluate` with the reconstructed SID embeddings: the one scoring path for models and baselines."""
-    return metrics.evaluate(predictions, examples, reconstructed_embeddings(tokenized),
+    """`metrics.evaluate_rankings` with the reconstructed SID embeddings: the one scoring path for models and baselines."""
+    return metrics.evaluate_rankings(predictions, examples, reconstructed_embeddings(tokenized),
                             prepared.split.longtail_items, k)
 
 

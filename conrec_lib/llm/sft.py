@@ -98,7 +98,7 @@ class SFTResult:
     truncated: int  # examples whose prompt was cut to fit max_length
 
 
-class Example(NamedTuple):
+class EncodedExample(NamedTuple):
     """One encoded training pair."""
 
     prompt: list[int]
@@ -108,7 +108,7 @@ class Example(NamedTuple):
 class EncodedExamples(NamedTuple):
     """Encoded pairs and how many prompts were cut to fit."""
 
-    examples: list[Example]
+    examples: list[EncodedExample]
     truncated: int
 
 
@@ -171,7 +171,7 @@ def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_length: 
                              "no room for the prompt; raise SFTConfig.max_length")
         ids = encode_prompt(tokenizer, prompt)
         truncated += len(ids) > room
-        encoded.append(Example(ids[-room:], target))
+        encoded.append(EncodedExample(ids[-room:], target))
     return EncodedExamples(encoded, truncated)
 
 
@@ -195,7 +195,7 @@ def trie_mask(trie: SIDTrie, completions: Sequence[Sequence[int]], depth: int, v
     return mask
 
 
-def summed_loss(model, batch: Sequence[Example], trie: Optional[SIDTrie] = None) -> LossSum:
+def summed_loss(model, batch: Sequence[EncodedExample], trie: Optional[SIDTrie] = None) -> LossSum:
     """Sum of the completion tokens' cross-entropy over a micro-batch, and how many tokens it covers.
 
     With `trie` (`SFTConfig.loss_over == "trie"`), each SID token's softmax runs over the tokens the trie allows
@@ -211,7 +211,7 @@ def summed_loss(model, batch: Sequence[Example], trie: Optional[SIDTrie] = None)
     return LossSum(loss, int(out.mask.sum()))
 
 
-def train_step(bundle: ModelBundle, data: list[Example], cfg: SFTConfig, step: int,
+def train_step(bundle: ModelBundle, data: list[EncodedExample], cfg: SFTConfig, step: int,
                optimizer: torch.optim.Optimizer, trie: Optional[SIDTrie] = None) -> float:
     """One optimizer step over `grad_accum` micro-batches; returns the mean completion-token loss."""
     micro = [[data[i] for i in batch_indices(len(data), cfg.batch_size, cfg.seed, step * cfg.grad_accum + a)]
@@ -234,7 +234,7 @@ def train_step(bundle: ModelBundle, data: list[Example], cfg: SFTConfig, step: i
 
 
 @torch.no_grad()
-def eval_loss(bundle: ModelBundle, data: Sequence[Example], batch_size: int = 32) -> float:
+def eval_loss(bundle: ModelBundle, data: Sequence[EncodedExample], batch_size: int = 32) -> float:
     """Mean completion-token cross-entropy over `data` (no gradients, eval mode)."""
     total, count = 0.0, 0
     with eval_mode(bundle.model):

@@ -126,5 +126,5 @@ def next_positive_examples(prepared: PreparedData, table: SIDTable, prompt_cfg: 
 
 
 def example_rows(prepared: PreparedData, examples: Sequence[Example], split: str = "test") -> pd.DataFrame:
-    """The split rows the examples were built from, in example order (what `metrics.evaluate` scores)."""
+    """The split rows the examples were built from, in example order (what `metrics.evaluate_rankings` scores)."""
     return split_rows(prepared, split).iloc[[e.row for e in examples]].reset_index(drop=True)

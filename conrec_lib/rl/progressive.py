@@ -188,7 +188,7 @@ def curriculum(cfg: ProgressiveConfig, arm: str, ctx: Context) -> list[Curriculu
                                               ctx.stage_examples)]
 
 
-def evaluate(bundle: ModelBundle, ctx: Context, prompt: PromptConfig, cfg: ProgressiveConfig,
+def evaluate_policy(bundle: ModelBundle, ctx: Context, prompt: PromptConfig, cfg: ProgressiveConfig,
              progress: bool) -> recommend.EvalResult:
     """The recommendation metrics through the one evaluation path, on notebook 04's test examples."""
     return recommend.evaluate_model(bundle, ctx.prepared, ctx.tokenized, prompt, max_examples=cfg.n_rec_eval,
@@ -209,7 +209,7 @@ def stage_record(k: int, stage: CurriculumStage, metrics: Optional[dict], previo
     return row
 
 
-class ArmOutcome(NamedTuple):
+class TrainedArm(NamedTuple):
     """One arm after training: final metrics, per-stage records, GRPO history, the model, its evaluation."""
 
     metrics: dict
@@ -220,7 +220,7 @@ class ArmOutcome(NamedTuple):
 
 
 def run_arm(arm: str, cfg: ProgressiveConfig, ctx: Context, start: dict, run: runs.Run, out: Path,
-            progress: bool) -> ArmOutcome:
+            progress: bool) -> TrainedArm:
     """Train one arm from a fresh warm-up model through its stages; evaluate after each stage or at the end."""
     bundle = context_discerning.load_bundle(run)
     trie = recommend.sid_trie(bundle, ctx.tokenized.sids.table)
@@ -236,7 +236,7 @@ def run_arm(arm: str, cfg: ProgressiveConfig, ctx: Context, start: dict, run: ru
         histories.append(fit.history.assign(stage=k + 1, step=fit.history["step"] + sum(s.grpo.max_steps
                                                                                         for s in plan[:k])))
         if staged or k == len(plan) - 1:
-            result = evaluate(bundle, ctx, stage.prompt, cfg, progress)
+            result = evaluate_policy(bundle, ctx, stage.prompt, cfg, progress)
         stages.append(stage_record(k, stage, result.metrics if result is not None else None, previous))
         previous = result.metrics if result is not None else previous
     history = pd.concat(histories, ignore_index=True)
@@ -245,10 +245,10 @@ def run_arm(arm: str, cfg: ProgressiveConfig, ctx: Context, start: dict, run: ru
     if arm == FINAL:
         metrics["diagnostics"] = llm_diagnostics.diagnose(bundle, ctx.prepared, ctx.tokenized, result,
                                                           seed=cfg.seed).as_dict()
-    return ArmOutcome(metrics, stages, history, bundle, result)
+    return TrainedArm(metrics, stages, history, bundle, result)
 
 
-def forgetting(outcomes: dict[str, ArmOutcome], ctx: Context, after_alignment: float, progress: bool) -> dict:
+def forgetting(outcomes: dict[str, TrainedArm], ctx: Context, after_alignment: float, progress: bool) -> dict:
     """Alignment accuracy after GRPO and the forgetting rate, for CoNRec and (when trained) plain GRPO."""
     out = {}
     for arm in (FINAL, PLAIN):
@@ -259,7 +259,7 @@ def forgetting(outcomes: dict[str, ArmOutcome], ctx: Context, after_alignment: f
     return out
 
 
-def example_user(before: recommend.EvalResult, after: ArmOutcome) -> dict:
+def example_user(before: recommend.EvalResult, after: TrainedArm) -> dict:
     """One test user's top-20 items from the warm-up model and from CoNRec (same prompt), and its targets."""
     row = after.evaluation.examples.iloc[0]
     return {"user_id": int(row["user_id"]), "cutoff_ts": int(row["cutoff_ts"]), "prompt": after.evaluation.prompts[0],
@@ -283,7 +283,7 @@ def diagnostics_table(m: dict) -> pd.DataFrame:
                                   "CoNRec": m["ablation"][-1].get("diagnostics")})
 
 
-def ablation_rows(previous: dict, outcomes: dict[str, ArmOutcome]) -> list[dict]:
+def ablation_rows(previous: dict, outcomes: dict[str, TrainedArm]) -> list[dict]:
     """The paper's cumulative ablation, in its order (a list: metrics.json sorts keys): notebook 04's two rows,
     then each trained ablation arm. `pd.DataFrame(rows).set_index("row")` gives the table."""
     rows = [{"row": "translation only", **{k: previous["translation_only"][k] for k in REC_KEYS}},
@@ -315,7 +315,7 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
         with hardware.cpu_threads(cfg.num_threads):
             ctx = context if context is not None else build_context(cfg, run)
             warm = context_discerning.load_bundle(run)
-            before = evaluate(warm, ctx, cfg.prompts()[-1], cfg, progress)
+            before = evaluate_policy(warm, ctx, cfg.prompts()[-1], cfg, progress)
             before.metrics["diagnostics"] = llm_diagnostics.diagnose(warm, ctx.prepared, ctx.tokenized, before,
                                                                      seed=cfg.seed).as_dict()
             start = {"stage-1 prompt": {k: previous["with_alignment"][k] for k in REC_KEYS},
