@@ -95,3 +95,16 @@ def test_an_unreachable_target_warns():
     cfg = sim.SimConfig(scale="tiny", seed=0, n_users=20, n_days=3, target_negatives_per_user=25.0)
     with pytest.warns(UserWarning, match="out of reach"):
         sim.tuned_propensity(cfg)
+
+
+def test_notebook_01_chooses_the_world_and_shows_both_side_by_side():
+    from conrec_lib.data import dataprep
+
+    with pytest.raises(ValueError, match="WORLD='nope' is not known"):
+        dataprep.DataConfig(world="nope")
+    with pytest.raises(ValueError, match="setting of the simulator"):
+        dataprep.DataConfig(dataset="movielens", path="x", world="paper")
+    table = dataprep.coverage_by_world(dataprep.DataConfig(scale="tiny"))
+    assert list(table.index) == ["default world", "paper world", "paper (Taobao)"]
+    assert table.loc["paper world", "top-1 (next negative)"] < table.loc["default world", "top-1 (next negative)"]
+    assert table.loc["paper (Taobao)", "top-1 (next negative)"] == 0.07

@@ -8,8 +8,10 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from conrec_lib import runs
-from conrec_lib.data import dataset as data, exploration, loaders, splits
+import pandas as pd
+
+from conrec_lib import paper, runs
+from conrec_lib.data import dataset as data, exploration, loaders, simulate, splits
 from conrec_lib import configs
 from conrec_lib.configs import check_types
 
@@ -25,6 +27,7 @@ class DataConfig:
     dataset: str = "simulated"  # one of DATASETS
     path: Optional[str] = None  # folder of a real dataset (layout detected from its files)
     scale: str = "default"  # simulator only: tiny | small | default | large (GPU: large)
+    world: str = "default"  # simulator only: default | paper (towards the paper's coverage; docs/calibration.md)
     seed: int = 0
     # split
     horizon_days: int = 7  # "next 7 days" of the paper
@@ -36,7 +39,13 @@ class DataConfig:
             raise ValueError(f"DATASET={self.dataset!r} is not known; use one of {DATASETS}")
         if self.dataset != "simulated" and not self.path:
             raise ValueError(f"DATASET={self.dataset!r} needs DATA_PATH, the folder holding its files "
-                             f"(e.g. 'data/movielens-ml-latest-small', the bundled copy, or a folder made by download.download)")
+                             "(e.g. 'data/movielens-ml-latest-small', the bundled copy, or a folder made by "
+                             "download.download)")
+        if self.world not in simulate.WORLDS:
+            raise ValueError(f"WORLD={self.world!r} is not known; use one of {list(simulate.WORLDS)}")
+        if self.world != "default" and self.dataset != "simulated":
+            raise ValueError(f"WORLD={self.world!r} is a setting of the simulator; DATASET={self.dataset!r} is read "
+                             "from files: leave WORLD='default'")
         if self.split_mode not in ("auto", "global", "per_user"):
             raise ValueError(f"split_mode={self.split_mode!r}; use 'auto', 'global' or 'per_user'")
 
@@ -57,9 +66,9 @@ class PreparedData:
 
 
 def load_dataset(cfg: DataConfig) -> data.Dataset:
-    """Load the configured dataset (the simulator gets `scale` and `seed`)."""
+    """Load the configured dataset (the simulator gets `scale`, `seed` and `world`)."""
     if cfg.dataset == "simulated":
-        return loaders.load("simulated", seed=cfg.seed, scale=cfg.scale)
+        return loaders.load("simulated", seed=cfg.seed, scale=cfg.scale, world=cfg.world)
     return loaders.load(cfg.dataset, Path(cfg.path))
 
 
@@ -85,3 +94,23 @@ def load_prepared(run: runs.Run) -> PreparedData:
     stage = run.require(STAGE)
     ds = data.load(stage / "dataset")
     return PreparedData(ds, splits.load_split(stage / "split", ds), run.metrics(STAGE))
+
+
+def coverage_by_world(cfg: DataConfig) -> pd.DataFrame:
+    """Notebook 01's coverage table (`exploration.top1_coverage`) for every simulated world at `cfg`'s scale, seed
+    and horizon, beside the paper's Taobao numbers: how often the next negative, or the next H days' negatives,
+    touch a user's top aversions."""
+    rows = {}
+    for world in simulate.WORLDS:
+        world_cfg = dataclasses.replace(cfg, dataset="simulated", path=None, world=world)
+        ds = load_dataset(world_cfg)
+        table = exploration.top1_coverage(ds, splits.make_split(ds, world_cfg.split_config()))
+        rows[f"{world} world"] = {f"{k} ({target})": table.loc[f"top-{k[-1]} interests", target]
+                                  for k in ("top-1", "top-4") for target in table.columns}
+    days = f"negatives of next {cfg.horizon_days} days"
+    # The paper's top-4 numbers count a user as covered when any of the four is hit (notebook 03's "top4_any"),
+    # not the share of the four this table shows: they are left out here rather than compared with the wrong thing.
+    rows["paper (Taobao)"] = {"top-1 (next negative)": paper.COVERAGE_TOP1["next"],
+                              f"top-1 ({days})": paper.COVERAGE_TOP1["7d"] if cfg.horizon_days == 7 else None}
+    return pd.DataFrame(rows).T.astype(float)
+

@@ -161,7 +161,7 @@ def world_of(sub: SubRun) -> sim.World:
     if saved.dataset != "simulated":
         raise ValueError(f"{run.root}: the A/B test needs the simulator, but notebook 01 loaded "
                          f"{saved.dataset!r}; run the notebooks with DATASET='simulated'")
-    world = sim.simulate_world(sim.SimConfig(seed=saved.seed, scale=saved.scale))
+    world = sim.simulate_world(sim.SimConfig(seed=saved.seed, scale=saved.scale, world=saved.world))
     if (prepared.dataset.n_users, prepared.dataset.n_items) != (world.config.n_users, world.config.n_items):
         raise ValueError(f"{run.root}: the re-simulated world has {world.config.n_users} users and "
                          f"{world.config.n_items} items, the run {prepared.dataset.n_users} and "
