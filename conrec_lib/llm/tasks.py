@@ -63,16 +63,9 @@ def render_prompt(index: FeedbackIndex, prepared: PreparedData, table: SIDTable,
 def next_negative_examples(prepared: PreparedData, table: SIDTable, prompt_cfg: PromptConfig,
                            split: str = "train", max_examples: Optional[int] = None, seed: int = 0,
                            tokenizer=None) -> list[Example]:
-    """Next-negative-item examples (target: the split's `next_negative`); `tokenizer` for chat templates."""
-    frame = split_rows(prepared, split)
-    index = FeedbackIndex.of(prepared)
-    out = []
-    for pos in sample_positions(len(frame), max_examples, seed):
-        row = frame.iloc[int(pos)]
-        user, cutoff, target = int(row["user_id"]), int(row["cutoff_ts"]), int(row["next_negative"])
-        prompt = render_prompt(index, prepared, table, prompt_cfg, user, cutoff, tokenizer)
-        out.append(Example(user, cutoff, prompt, prompts.completion(table.sid_of(target)), target, int(pos)))
-    return out
+    """Next-negative-item examples (target: the split's `next_negative`); `tokenizer` for chat templates.
+    `future_negative_examples` with one target per row."""
+    return future_negative_examples(prepared, table, prompt_cfg, split, 1, max_examples, seed, tokenizer)
 
 
 def future_negative_examples(prepared: PreparedData, table: SIDTable, prompt_cfg: PromptConfig,
