@@ -177,3 +177,33 @@ def test_trie_loss_normalises_over_valid_codes_only(tiny_prepared):
     result = sft.train(bundle, tasks.pairs(examples), sft.SFTConfig(max_steps=30, warmup_steps=2, lr=3e-3,
                                                                     loss_over="trie"), progress=False, trie=trie)
     assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
+
+
+def test_history_loss_covers_the_prompts_sid_tokens_from_one_forward_pass():
+    bundle = tiny(lora=False)
+    history = [(f"disliked {ITEMS[3]}{ITEMS[5]} next", ITEMS[7]), ("disliked nothing next", ITEMS[1])]
+    encoded = sft.encode_examples(bundle.tokenizer, history, max_length=512).examples
+    sid_ids = frozenset(bundle.sid_token_ids)
+    losses = sft.summed_losses(bundle.model, encoded, sid_ids)
+    plain = sft.summed_loss(bundle.model, encoded)
+    assert losses.completion.tokens == plain.tokens and losses.completion.loss.item() == pytest.approx(plain.loss.item(), rel=1e-5)
+    assert losses.history.tokens == 8 == sum(sft.history_positions(e.prompt, sid_ids) for e in encoded)
+    # the history term is the NLL of those 8 prompt tokens given what precedes them
+    with torch.no_grad():
+        prompt = model.encode_prompt(bundle.tokenizer, history[0][0])
+        cut = next(j for j, t in enumerate(prompt) if t in sid_ids)
+        out = decoding.completion_logits(bundle.model, [prompt[:cut]], [prompt[cut:cut + 8]])
+        nll = torch.nn.functional.cross_entropy(out.logits[0], out.targets[0], reduction="sum")
+    assert losses.history.loss.item() == pytest.approx(nll.item(), rel=1e-4)
+
+
+def test_history_loss_changes_training_and_zero_leaves_it_as_it_was():
+    history = [(f"disliked {a}{b} next", c) for a, b, c in zip(ITEMS[:8], ITEMS[8:16], ITEMS[16:24])]
+    runs = {w: tiny(lora=False) for w in (0.0, 1.0)}
+    results = {w: sft.train(b, history, short(history_loss=w), progress=False) for w, b in runs.items()}
+    baseline = tiny(lora=False)
+    plain = sft.train(baseline, history, short(), progress=False)
+    assert results[0.0].history["loss"].tolist() == plain.history["loss"].tolist()
+    assert results[1.0].history["loss"].tolist() != plain.history["loss"].tolist()
+    with pytest.raises(ValueError, match="history_loss"):
+        short(history_loss=-1.0)

@@ -7,7 +7,7 @@ import pytest
 
 from conrec_lib import hardware
 from conrec_lib.data import dataset as data, dataprep
-from conrec_lib.llm import model, sft, tasks
+from conrec_lib.llm import decoding, model, sft, tasks
 from conrec_lib.context import translation
 from conrec_lib.sids.semantic_ids import SIDTable
 
@@ -77,9 +77,16 @@ def test_accuracy_is_exact_match_and_greedy_batches_agree(hand):
     cfg = sft.SFTConfig(max_steps=300, batch_size=6, warmup_steps=2, lr=1e-2, log_every=50)
     sft.train(bundle, tasks.pairs(examples), cfg, progress=False)
     acc = translation.translation_accuracy(bundle, examples, table, batch_size=4)
-    assert acc.title_to_sid == 1.0 and (acc.n_title_to_sid, acc.n_sid_to_title) == (3, 3)
+    assert (acc.n_title_to_sid, acc.n_sid_to_title) == (3, 3)
+    # exact match of the constrained greedy SID, computed here independently (how far 300 steps get differs by
+    # machine: 3/3 on one, 2/3 on another, so the test checks the rule, not the training)
+    to_sid = [e for e in examples if translation.direction_of(e) == "title_to_sid"]
+    trie = decoding.SIDTrie.from_sids(bundle.tokenizer, table.strings)
+    top = decoding.beam_search(bundle.model, bundle.tokenizer, [e.prompt for e in to_sid], trie, num_beams=1, top_k=1)
+    assert acc.title_to_sid == pytest.approx(sum(t[0].sid == e.completion for t, e in zip(top, to_sid)) / 3)
+    assert acc.title_to_sid >= 2 / 3  # and training did work
     to_title = [e for e in examples if translation.direction_of(e) == "sid_to_title"]
     one = translation.greedy_generate(bundle, [e.prompt for e in to_title], 12, batch_size=1)
     assert one == translation.greedy_generate(bundle, [e.prompt for e in to_title], 12, batch_size=3)
     expected = sum(translation.clean_title(t) == e.completion for t, e in zip(one, to_title)) / 3
-    assert acc.sid_to_title == pytest.approx(expected) and acc.overall == pytest.approx((1.0 + expected) / 2)
+    assert acc.sid_to_title == pytest.approx(expected) and acc.overall == pytest.approx((acc.title_to_sid + expected) / 2)

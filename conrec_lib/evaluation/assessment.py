@@ -33,7 +33,7 @@ from conrec_lib.evaluation.ab_test import ABConfig
 from conrec_lib.configs import check_types
 from conrec_lib.evaluation.comparisons import EvaluationConfig, SubRun
 from conrec_lib.evaluation.llm_models import PipelineConfig
-from conrec_lib.llm.prompts import PromptConfig, chat_tokenizer
+from conrec_lib.llm.prompts import PromptConfig
 
 STAGE = evaluation.STAGE
 TUTORIAL = "simulator (tutorial run)"
@@ -117,10 +117,9 @@ def conrec_diagnostics(sub: SubRun, run: runs.Run, predictions: list[list[int]],
     """`llm_diagnostics.diagnose` of CoNRec on the part-1 rows (its own prompts, its predictions)."""
     llm = llm_models.tutorial_models(run, ("conrec",))["conrec"]
     bundle = llm.load()
-    tokenizer = chat_tokenizer(bundle.tokenizer, llm.prompt)
-    examples = recommend.eval_examples(sub.prepared, sub.tokenized.sids.table, llm.prompt, sub.max_test_examples,
-                                       sub.seed, tokenizer)
-    result = recommend.EvalResult({}, predictions, sub.examples, [e.prompt for e in examples])
+    prompts, _ = llm_models.test_prompts(llm, bundle, sub.prepared, sub.tokenized.sids.table, sub.max_test_examples,
+                                         sub.seed)
+    result = recommend.EvalResult({}, predictions, sub.examples, prompts)
     return llm_diagnostics.diagnose(bundle, sub.prepared, sub.tokenized, result, cfg.evaluation.k, seed=cfg.seed)
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, NamedTuple, Optional, Sequence
 
+import pandas as pd
+
 from conrec_lib import runs
 from conrec_lib.context import context_discerning
 from conrec_lib.diagnosis import positivity_bias
@@ -32,6 +34,7 @@ from conrec_lib.configs import check_types
 from conrec_lib.data.dataprep import PreparedData
 from conrec_lib.sids.item_tokenizer import Tokenized
 from conrec_lib.llm.model import ModelBundle
+from conrec_lib.sids.semantic_ids import SIDTable
 from conrec_lib.llm.prompts import PromptConfig, chat_tokenizer
 
 TUTORIAL_LLMS = ("lc-rec (neg)", "lc-rec (neg + pos)", "warm-up (04)", "conrec")
@@ -70,16 +73,22 @@ def tutorial_models(run: runs.Run, names: Sequence[str] = TUTORIAL_LLMS) -> dict
     return {name: makers[name]() for name in names}
 
 
+def test_prompts(llm: LLM, bundle: ModelBundle, prepared: PreparedData, table: SIDTable, max_examples: Optional[int],
+                 seed: int) -> tuple[list[str], pd.DataFrame]:
+    """The LLM's own prompts for the test rows `recommend.eval_examples(max_examples, seed)` picks (the rows every
+    model of a comparison is scored on), and those rows."""
+    tokenizer = chat_tokenizer(bundle.tokenizer, llm.prompt)
+    examples = recommend.eval_examples(prepared, table, llm.prompt, max_examples, seed, tokenizer)
+    return [e.prompt for e in examples], tasks.example_rows(prepared, examples, "test")
+
+
 def predict_rows(llm: LLM, prepared: PreparedData, tokenized: Tokenized, max_examples: Optional[int], seed: int,
                  k: int = 20, progress: bool = False) -> list[list[int]]:
-    """The LLM's top-k items for the test rows `recommend.eval_examples(max_examples, seed)` picks (the rows
-    every model of a comparison is scored on), each with the LLM's own prompt."""
+    """The LLM's top-k items for the test rows of `test_prompts`, each asked with the LLM's own prompt."""
     bundle = llm.load()
-    tokenizer = chat_tokenizer(bundle.tokenizer, llm.prompt)
     table = tokenized.sids.table
-    examples = recommend.eval_examples(prepared, table, llm.prompt, max_examples, seed, tokenizer)
-    rows = tasks.example_rows(prepared, examples, "test")
-    return recommend.predict(bundle, [e.prompt for e in examples], recommend.sid_trie(bundle, table), table, k,
+    prompts, rows = test_prompts(llm, bundle, prepared, table, max_examples, seed)
+    return recommend.predict(bundle, prompts, recommend.sid_trie(bundle, table), table, k,
                              progress=progress, exclude=recommend.excluded_items(prepared, rows))
 
 

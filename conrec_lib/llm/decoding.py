@@ -373,18 +373,25 @@ class CompletionLogits(NamedTuple):
     mask: torch.Tensor  # (N, L) True on real completion tokens
 
 
-def completion_logits(model, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]) -> CompletionLogits:
-    """One forward pass over prompt + completion, keeping only the logits that predict completion tokens.
+class Packed(NamedTuple):
+    """Prompt + completion rows left-padded so every completion ends at the right edge (`pack`)."""
 
-    Sequences are left-padded so every completion ends at the right edge; `logits_to_keep` then computes the
-    LM head on the last L + 1 positions only, not on the whole prompt (the (N, T, V) tensor would dominate memory).
-    """
-    device = model_device(model)
+    ids: torch.Tensor  # (N, T)
+    attention: torch.Tensor  # (N, T) 1 on real tokens
+    positions: torch.Tensor  # (N, T)
+    where: torch.Tensor  # (N, L) window column (of the last L + 1) predicting each completion token
+    targets: torch.Tensor  # (N, L) completion token ids, 0 on padding
+    mask: torch.Tensor  # (N, L) True on real completion tokens
+    prompt_lengths: list[int]
+
+
+def pack(prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]) -> Packed:
+    """Left-pad prompt + completion pairs into one batch (what `completion_logits` and the SFT history loss feed)."""
     width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
     depth = max(len(c) for c in completion_ids)
     ids = torch.zeros((len(prompt_ids), width), dtype=torch.long)
     attention = torch.zeros_like(ids)
-    where = torch.zeros((len(prompt_ids), depth), dtype=torch.long)  # window column predicting each token
+    where = torch.zeros((len(prompt_ids), depth), dtype=torch.long)
     targets, mask = torch.zeros_like(where), torch.zeros((len(prompt_ids), depth), dtype=torch.bool)
     for n, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
         ids[n, width - len(p) - len(c):] = torch.tensor(list(p) + list(c), dtype=torch.long)
@@ -392,11 +399,28 @@ def completion_logits(model, prompt_ids: Sequence[list[int]], completion_ids: Se
         where[n, :len(c)] = torch.arange(depth - len(c), depth)
         targets[n, :len(c)], mask[n, :len(c)] = torch.tensor(list(c), dtype=torch.long), True
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                logits_to_keep=depth + 1)
-    window = out.logits[:, :-1].float()  # (N, L, V): column j predicts the token at window column j + 1
-    logits = window.gather(1, where.to(device)[..., None].expand(-1, -1, window.shape[-1]))
-    return CompletionLogits(logits, targets.to(device), mask.to(device))
+    return Packed(ids, attention, positions, where, targets, mask, [len(p) for p in prompt_ids])
+
+
+def gather_completion(window: torch.Tensor, packed: Packed) -> CompletionLogits:
+    """The completion part of the last L + 1 positions' logits `window` (N, L + 1, V), as `CompletionLogits`."""
+    device = window.device
+    window = window[:, :-1].float()  # (N, L, V): column j predicts the token at window column j + 1
+    logits = window.gather(1, packed.where.to(device)[..., None].expand(-1, -1, window.shape[-1]))
+    return CompletionLogits(logits, packed.targets.to(device), packed.mask.to(device))
+
+
+def completion_logits(model, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]) -> CompletionLogits:
+    """One forward pass over prompt + completion, keeping only the logits that predict completion tokens.
+
+    Sequences are left-padded so every completion ends at the right edge; `logits_to_keep` then computes the
+    LM head on the last L + 1 positions only, not on the whole prompt (the (N, T, V) tensor would dominate memory).
+    """
+    device = model_device(model)
+    packed = pack(prompt_ids, completion_ids)
+    out = model(input_ids=packed.ids.to(device), attention_mask=packed.attention.to(device),
+                position_ids=packed.positions.to(device), logits_to_keep=packed.where.shape[1] + 1)
+    return gather_completion(out.logits, packed)
 
 
 def token_logprobs(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], trie: SIDTrie | None = None,

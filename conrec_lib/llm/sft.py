@@ -23,7 +23,7 @@ from conrec_lib.progress import tqdm
 
 from conrec_lib import artifacts, runs
 from conrec_lib.configs import check_types
-from conrec_lib.llm.decoding import SIDTrie, completion_logits, eval_mode
+from conrec_lib.llm.decoding import SIDTrie, completion_logits, eval_mode, gather_completion, model_device, pack
 from conrec_lib.hardware import seeded
 from conrec_lib.llm.model import ModelBundle, encode_completion, encode_prompt, save_adapter
 
@@ -52,6 +52,11 @@ class SFTConfig:
     # recipe of notebook 04, 1000 steps, 200 test rows): "trie" fits faster (loss 1.50 vs 2.11) but leans on the
     # items' popularity: FHR@20 0.195 with no gain from the user's history, against 0.23 (+0.025) for "vocabulary"
     loss_over: str = "vocabulary"
+    # weight of a second loss on the SID tokens inside the prompt: each item of the user's history predicted from
+    # the text and items before it (as SASRec trains on every position of a sequence), so one forward pass teaches
+    # ~16 next items and which codes exist instead of one; 0 = the loss on the completion only. Measured: notebook
+    # 04's warm-up (ContextConfig.warmup), where it raised the valid-SID mass from 0.11 to 0.73
+    history_loss: float = 0.0
     # data
     max_length: int = 512  # prompt + completion tokens; longer prompts lose their oldest (leftmost) tokens
     seed: int = 0  # data order and dropout
@@ -72,6 +77,8 @@ class SFTConfig:
                 raise ValueError(f"SFTConfig.{field}={getattr(self, field)}: must be >= 0")
         if not 0 < self.lr < 1:
             raise ValueError(f"SFTConfig.lr={self.lr}: must be in (0, 1); try 5e-3 (tiny) or 2e-4 (pretrained)")
+        if not 0 <= self.history_loss <= 10:
+            raise ValueError(f"SFTConfig.history_loss={self.history_loss}: must be in [0, 10]; 0 turns it off")
         if self.loss_over not in LOSS_OVER:
             raise ValueError(f"SFTConfig.loss_over={self.loss_over!r}: use one of {LOSS_OVER}")
         if self.warmup_steps >= self.max_steps:
@@ -211,20 +218,64 @@ def summed_loss(model, batch: Sequence[EncodedExample], trie: Optional[SIDTrie] 
     return LossSum(loss, int(out.mask.sum()))
 
 
+class Losses(NamedTuple):
+    """The completion loss and the prompt's SID-token loss of one micro-batch, from one forward pass."""
+
+    completion: LossSum
+    history: LossSum
+
+
+def history_positions(prompt: Sequence[int], sid_ids: frozenset[int]) -> int:
+    """How many prompt tokens the history loss predicts: SID tokens after the first token."""
+    return sum(t in sid_ids for t in prompt[1:])
+
+
+def summed_losses(model, batch: Sequence[EncodedExample], sid_ids: frozenset[int],
+                  trie: Optional[SIDTrie] = None) -> Losses:
+    """`summed_loss` plus the summed cross-entropy of every SID token inside the prompts (`SFTConfig.history_loss`),
+    from one forward pass that keeps the logits of every position."""
+    device = model_device(model)
+    packed = pack([e.prompt for e in batch], [e.completion for e in batch])
+    out = model(input_ids=packed.ids.to(device), attention_mask=packed.attention.to(device),
+                position_ids=packed.positions.to(device))
+    depth = packed.where.shape[1]
+    comp = gather_completion(out.logits[:, -(depth + 1):], packed)
+    logits = comp.logits
+    if trie is not None:
+        logits = logits + trie_mask(trie, [e.completion for e in batch], logits.shape[1], logits.shape[2], device)
+    completion = torch.nn.functional.cross_entropy(logits[comp.mask], comp.targets[comp.mask], reduction="sum")
+    width = packed.ids.shape[1]
+    starts = torch.tensor([width - len(e.prompt) - len(e.completion) for e in batch])
+    column = torch.arange(1, width)[None, :]
+    in_prompt = (column > starts[:, None]) & (column < (starts + torch.tensor(packed.prompt_lengths))[:, None])
+    is_sid = torch.isin(packed.ids[:, 1:], torch.tensor(sorted(sid_ids), dtype=torch.long))
+    where = (in_prompt & is_sid).to(device)
+    history = torch.nn.functional.cross_entropy(out.logits[:, :-1][where].float(), packed.ids[:, 1:].to(device)[where],
+                                                reduction="sum")
+    return Losses(LossSum(completion, int(comp.mask.sum())), LossSum(history, int(where.sum())))
+
+
 def train_step(bundle: ModelBundle, data: list[EncodedExample], cfg: SFTConfig, step: int,
                optimizer: torch.optim.Optimizer, trie: Optional[SIDTrie] = None) -> float:
-    """One optimizer step over `grad_accum` micro-batches; returns the mean completion-token loss."""
+    """One optimizer step over `grad_accum` micro-batches; returns the mean completion-token loss (with
+    `cfg.history_loss`, the prompt's SID tokens add their own per-token mean, weighted, to what is minimised)."""
     micro = [[data[i] for i in batch_indices(len(data), cfg.batch_size, cfg.seed, step * cfg.grad_accum + a)]
              for a in range(cfg.grad_accum)]
     n_tokens = sum(len(e.completion) for batch in micro for e in batch)  # the step's loss is a per-token mean
+    sid_ids = frozenset(bundle.sid_token_ids)
+    n_history = sum(history_positions(e.prompt, sid_ids) for batch in micro for e in batch)
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps)
     bundle.model.train()
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for batch in micro:
-        loss, _ = summed_loss(bundle.model, batch, trie)
-        (loss / n_tokens).backward()
+        if cfg.history_loss > 0 and n_history:
+            (loss, _), (history, _) = summed_losses(bundle.model, batch, sid_ids, trie)
+            (loss / n_tokens + cfg.history_loss * history / n_history).backward()
+        else:
+            loss, _ = summed_loss(bundle.model, batch, trie)
+            (loss / n_tokens).backward()
         total += loss.item()
     if cfg.max_grad_norm > 0:
         params = [p for g in optimizer.param_groups for p in g["params"]]
