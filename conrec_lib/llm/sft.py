@@ -23,7 +23,8 @@ from conrec_lib.progress import tqdm
 
 from conrec_lib import artifacts, runs
 from conrec_lib.configs import check_types
-from conrec_lib.llm.decoding import SIDTrie, completion_logits, eval_mode, gather_completion, model_device, pack
+from conrec_lib.llm.decoding import (CompletionLogits, SIDTrie, completion_logits, eval_mode, gather_completion,
+                                     model_device, pack)
 from conrec_lib.hardware import seeded
 from conrec_lib.llm.model import ModelBundle, encode_completion, encode_prompt, save_adapter
 
@@ -202,6 +203,16 @@ def trie_mask(trie: SIDTrie, completions: Sequence[Sequence[int]], depth: int, v
     return mask
 
 
+def completion_loss(out: CompletionLogits, batch: Sequence[EncodedExample], trie: Optional[SIDTrie] = None) -> LossSum:
+    """Summed cross-entropy of the completion tokens in `out` (over the trie's allowed codes with `trie`)."""
+    logits = out.logits
+    if trie is not None:
+        logits = logits + trie_mask(trie, [e.completion for e in batch], logits.shape[1], logits.shape[2],
+                                    logits.device)
+    loss = torch.nn.functional.cross_entropy(logits[out.mask], out.targets[out.mask], reduction="sum")
+    return LossSum(loss, int(out.mask.sum()))
+
+
 def summed_loss(model, batch: Sequence[EncodedExample], trie: Optional[SIDTrie] = None) -> LossSum:
     """Sum of the completion tokens' cross-entropy over a micro-batch, and how many tokens it covers.
 
@@ -209,13 +220,8 @@ def summed_loss(model, batch: Sequence[EncodedExample], trie: Optional[SIDTrie] 
     after its prefix only: the model spends no capacity on memorising which codes exist (decoding is constrained
     to the trie anyway) and all of it on ranking the real items.
     """
-    out = completion_logits(model, [e.prompt for e in batch], [e.completion for e in batch])
-    logits = out.logits
-    if trie is not None:
-        logits = logits + trie_mask(trie, [e.completion for e in batch], logits.shape[1], logits.shape[2],
-                                    logits.device)
-    loss = torch.nn.functional.cross_entropy(logits[out.mask], out.targets[out.mask], reduction="sum")
-    return LossSum(loss, int(out.mask.sum()))
+    return completion_loss(completion_logits(model, [e.prompt for e in batch], [e.completion for e in batch]),
+                           batch, trie)
 
 
 class Losses(NamedTuple):
@@ -226,7 +232,8 @@ class Losses(NamedTuple):
 
 
 def history_positions(prompt: Sequence[int], sid_ids: frozenset[int]) -> int:
-    """How many prompt tokens the history loss predicts: SID tokens after the first token."""
+    """How many prompt tokens the history loss predicts: SID tokens after the first token (the rule of the mask in
+    `summed_losses`; counted before the forward passes, as the step's per-token mean needs the total)."""
     return sum(t in sid_ids for t in prompt[1:])
 
 
@@ -238,12 +245,7 @@ def summed_losses(model, batch: Sequence[EncodedExample], sid_ids: frozenset[int
     packed = pack([e.prompt for e in batch], [e.completion for e in batch])
     out = model(input_ids=packed.ids.to(device), attention_mask=packed.attention.to(device),
                 position_ids=packed.positions.to(device))
-    depth = packed.where.shape[1]
-    comp = gather_completion(out.logits[:, -(depth + 1):], packed)
-    logits = comp.logits
-    if trie is not None:
-        logits = logits + trie_mask(trie, [e.completion for e in batch], logits.shape[1], logits.shape[2], device)
-    completion = torch.nn.functional.cross_entropy(logits[comp.mask], comp.targets[comp.mask], reduction="sum")
+    completion = completion_loss(gather_completion(out.logits[:, -(packed.where.shape[1] + 1):], packed), batch, trie)
     width = packed.ids.shape[1]
     starts = torch.tensor([width - len(e.prompt) - len(e.completion) for e in batch])
     column = torch.arange(1, width)[None, :]
@@ -252,7 +254,7 @@ def summed_losses(model, batch: Sequence[EncodedExample], sid_ids: frozenset[int
     where = (in_prompt & is_sid).to(device)
     history = torch.nn.functional.cross_entropy(out.logits[:, :-1][where].float(), packed.ids[:, 1:].to(device)[where],
                                                 reduction="sum")
-    return Losses(LossSum(completion, int(comp.mask.sum())), LossSum(history, int(where.sum())))
+    return Losses(completion, LossSum(history, int(where.sum())))
 
 
 def train_step(bundle: ModelBundle, data: list[EncodedExample], cfg: SFTConfig, step: int,
@@ -262,15 +264,15 @@ def train_step(bundle: ModelBundle, data: list[EncodedExample], cfg: SFTConfig, 
     micro = [[data[i] for i in batch_indices(len(data), cfg.batch_size, cfg.seed, step * cfg.grad_accum + a)]
              for a in range(cfg.grad_accum)]
     n_tokens = sum(len(e.completion) for batch in micro for e in batch)  # the step's loss is a per-token mean
-    sid_ids = frozenset(bundle.sid_token_ids)
-    n_history = sum(history_positions(e.prompt, sid_ids) for batch in micro for e in batch)
+    sid_ids = frozenset(bundle.sid_token_ids) if cfg.history_loss > 0 else frozenset()
+    n_history = sum(history_positions(e.prompt, sid_ids) for batch in micro for e in batch) if sid_ids else 0
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps)
     bundle.model.train()
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for batch in micro:
-        if cfg.history_loss > 0 and n_history:
+        if n_history:
             (loss, _), (history, _) = summed_losses(bundle.model, batch, sid_ids, trie)
             (loss / n_tokens + cfg.history_loss * history / n_history).backward()
         else:
