@@ -38,6 +38,7 @@ from conrec_lib.data import histories
 from conrec_lib.diagnosis.attention import mean_attention_share
 from conrec_lib.diagnosis.coverage import COVERAGE_COLUMNS, SETS, interest_coverage
 from conrec_lib import artifacts, hardware, metrics, paper, runs
+from conrec_lib import findings as findings_
 from conrec_lib.data import dataset as data, dataprep, simulate
 from conrec_lib.sids import item_tokenizer, semantic_ids
 from conrec_lib.llm import diagnostics as llm_diagnostics, model, recommend, sft, tasks
@@ -482,6 +483,33 @@ def results_table(metrics_: dict, columns: Sequence[str] = REPORTED) -> pd.DataF
     names = [*BASELINES, "neg_only", "neg_pos", "genrec_neg_only", "genrec_neg_pos"]
     rows = {n: {c: metrics_[n].get(c, float("nan")) for c in columns} for n in names if n in metrics_}
     return pd.DataFrame(rows).T
+
+
+def findings(metrics_: dict) -> findings_.Findings:
+    """Notebook 03's conclusions from its metrics.json, each with a margin that survives another machine."""
+    cover = [metrics_[f"coverage_{t}"] for t in ("top1", "top4")]
+    models = [metrics_[n] for n in ("neg_only", "neg_pos")]
+    diag = [m["diagnostics"] for m in models]
+    drop_ci, paper_drop = metrics_["relative_drop_ci95"], metrics_["paper"]["relative_drop"]["HR@20"]
+    attention = metrics_["attention"]["neg_pos"]
+    return findings_.Findings.of(
+        ("Part 1: does coverage rise from the next negative to 7 days to 7 days + Swing (top-1 and top-4)?",
+         all(c["next"] < c["7d"] < c["7d_swing"] for c in cover)),
+        ("Do both next-negative models pay more per item than a uniform guess over the items?",
+         all(d["nll_per_item"] > d["nll_uniform"] for d in diag)),
+        ("Do both put less than 10% of their probability on real SIDs?", all(d["valid_sid_mass"] < 0.1 for d in diag)),
+        ("Does the 95% interval of both models' context gain include 0 (they do not read the user)?",
+         all(findings_.includes(d["context_gain_ci95"], 0.0) for d in diag)),
+        ("Part 2: does the 95% interval of the FHR@20 drop from adding positives include 0?",
+         findings_.includes(drop_ci["FHR@20"], 0.0)),
+        (f"Does the paper's HR@20 drop ({paper_drop:.0%}) lie above our interval?",
+         findings_.entirely_below(drop_ci["HR@20"], paper_drop)),
+        ("Do both stay below the most-disliked list's FHR@20 by more than 0.05?",
+         all(findings_.below(m["FHR@20"], metrics_["popularity"]["FHR@20"], 0.05) for m in models)),
+        ("Does the positive section take more of the last position's attention than the negative section?",
+         findings_.above(attention["positive"], attention["negative"], 0.05)),
+        ("Does it take less of the attention than its share of the prompt's tokens?",
+         findings_.below(attention["positive"], attention["positive_tokens"], 0.05)))
 
 
 # --- what notebook 03 displays ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from conrec_lib import hardware, metrics as m_, paper, runs
+from conrec_lib import findings as findings_, hardware, metrics as m_, paper, runs
 from conrec_lib.evaluation import ab_test, deployment, comparisons as evaluation, filters, llm_models
 from conrec_lib.data import dataprep
 from conrec_lib.sids import item_tokenizer
@@ -279,3 +279,41 @@ def ab_table(result: AssessmentResult) -> pd.DataFrame:
     wide["negatives_vs_control"] = wide["negative_rate"] / wide.loc["control", "negative_rate"] - 1
     wide.columns.name = None
     return wide.reindex(list(dict.fromkeys(result.ab.table["arm"])))
+
+
+def findings(m: dict, cfg: AssessmentConfig) -> findings_.Findings:
+    """Notebook 06's conclusions from its metrics.json, each with a margin that survives another machine."""
+    h = m["headline"]
+    fhr = {d: {model: s["FHR@20"] for model, s in models.items()} for d, models in m["results"].items()}
+    curve = {round(r["theta"], 2): r for r in m["tradeoff_curve"]}
+    arms = m["ab_test"]
+    pairs = [
+        (f"Is CoNRec's FHR@20 below the best baseline's ({h['best_baseline']}), the paired ratio interval under 1?",
+         findings_.entirely_below(h["ratio_ci95"], 1.0)),
+        ("Does the simulator's ceiling (oracle) lie above the best baseline by more than 0.15?",
+         findings_.above(h["oracle_fhr"], h["best_baseline_fhr"], 0.15)),
+        ("Does the personal non-LLM ranking (own_negatives) beat the best baseline by more than 0.05?",
+         findings_.above(h["own_negatives_fhr"], h["best_baseline_fhr"], 0.05)),
+        ("Does CoNRec put more than half of its probability on real SIDs?", h["valid_sid_mass"] > 0.5),
+        ("Does CoNRec still pay more per item than a uniform guess over the items?",
+         findings_.above(h["nll_per_item"], h["nll_uniform"], 0.3)),
+    ]
+    if "simulator" in fhr:
+        others = [v for model, v in fhr["simulator"].items() if model not in ("own_negatives", "oracle")]
+        pairs.append(("Three datasets: does own_negatives lead every other model on the simulator by more than 0.05?",
+                      findings_.above(fhr["simulator"]["own_negatives"], max(others), 0.05)))
+    if "kuairand" in fhr:
+        pairs.append(("Is every model's FHR@20 on KuaiRand below 0.05 (a cold-start window)?",
+                      all(v < 0.05 for v in fhr["kuairand"].values())))
+    if "movielens" in fhr:
+        pairs.append(("On MovieLens, is own_negatives below most_disliked?",
+                      findings_.below(fhr["movielens"]["own_negatives"], fhr["movielens"]["most_disliked"])))
+    if 0.9 in curve:
+        pairs.append(("Filter: at theta 0.9, does it remove more of the negatives than of the liked items (by 0.02+)?",
+                      findings_.above(curve[0.9]["negatives_filtered"], curve[0.9]["positives_filtered"], 0.02)))
+    pairs.append((f"Does a {cfg.max_positives_filtered:.0%} budget of liked items filtered force theta to 1 "
+                  "(a filter that filters nothing)?", m["theta"] >= 1.0))
+    if "category rule" in arms:
+        pairs.append(("A/B: does the category rule cut 'not interested' answers by more than 20% against control?",
+                      findings_.below(arms["category rule"]["negative_rate"], 0.8 * arms["control"]["negative_rate"])))
+    return findings_.Findings.of(*pairs)

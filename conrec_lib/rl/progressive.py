@@ -35,7 +35,7 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
-from conrec_lib import hardware, metrics, paper, runs
+from conrec_lib import findings as findings_, hardware, metrics, paper, runs
 from conrec_lib.context import alignment, context_discerning
 from conrec_lib.baselines import heuristics as baselines
 from conrec_lib.data import dataprep
@@ -428,6 +428,34 @@ def forgetting_table(m: dict) -> pd.DataFrame:
     """Alignment accuracy after alignment and after GRPO, with the forgetting rate, beside the paper's rate."""
     rows = pd.DataFrame(m["forgetting"]).T
     return rows.assign(paper_rate=[PAPER_FORGETTING.get(arm) for arm in rows.index])
+
+
+def findings(m: dict) -> findings_.Findings:
+    """Notebook 05's conclusions from its metrics.json, each with a margin that survives another machine (one hit
+    on 200 test rows moves FHR@20 by 0.005)."""
+    rows = {r["row"]: r for r in m["ablation"]}
+    warm = max(rows["+ item-level alignment"]["FHR@20"], m["warmup_last_prompt"]["FHR@20"])
+    arms = [r["FHR@20"] for r in m["ablation"][2:]] + [m[PLAIN]["FHR@20"]]
+    arms += [v["FHR@20"] for v in m["reward_variants"].values()]
+    conrec, yard = m["ablation"][-1], m["yardsticks"]
+    diag = [m["warmup_last_prompt"]["diagnostics"], conrec["diagnostics"]]
+    variants = [v["FHR@20"] for v in m["reward_variants"].values()]
+    forget = [f["rate"] for f in m["forgetting"].values()]
+    return findings_.Findings.of(
+        ("Does any GRPO arm end above the warm-up model's FHR@20 by more than 0.03?",
+         any(findings_.above(a, warm, 0.03) for a in arms)),
+        ("Is full CoNRec below most_disliked by more than 0.03 (a negative share of the gap closed)?",
+         findings_.below(conrec["FHR@20"], yard["most_disliked"]["FHR@20"], 0.03)),
+        ("Do the yardsticks rise most_disliked < own_negatives < oracle, each step more than 0.05?",
+         findings_.above(yard["own_negatives"]["FHR@20"], yard["most_disliked"]["FHR@20"], 0.05)
+         and findings_.above(yard["oracle"]["FHR@20"], yard["own_negatives"]["FHR@20"], 0.05)),
+        ("Do the warm-up model and CoNRec put more than half of their probability on real SIDs?",
+         all(d["valid_sid_mass"] > 0.5 for d in diag)),
+        ("Do both still pay more per item than a uniform guess over the items?",
+         all(findings_.above(d["nll_per_item"], d["nll_uniform"], 0.3) for d in diag)),
+        ("Do the reward variants finish within 0.06 of each other on FHR@20?", max(variants) - min(variants) <= 0.06),
+        (f"Are both forgetting rates below the paper's CoNRec rate ({PAPER_FORGETTING[FINAL]:.1%})?",
+         all(r < PAPER_FORGETTING[FINAL] for r in forget)))
 
 
 def example_table(example: dict, ctx: Context, top: int = 10) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from conrec_lib import artifacts, runs
+from conrec_lib import findings as findings_
 from conrec_lib.data import dataset as data, dataprep, splits
 from conrec_lib.sids import embeddings, semantic_ids
 from conrec_lib import configs
@@ -143,3 +144,22 @@ def comparison_table(metrics: dict, timings: bool = False) -> "pd.DataFrame":
                **({"build seconds": m["build_seconds"]} if timings else {})}
         for name, m in rows.items()}).T
     return table.round(4)
+
+
+def findings(tok: Tokenized) -> findings_.Findings:
+    """Notebook 02's conclusions from its metrics, each with a margin that survives another machine."""
+    metrics = tok.metrics
+    pairs = [("Does every item have its own SID after the de-duplication token?", metrics["collision_rate"] == 0.0),
+             ("Does every level use at least 90% of its codes?", min(metrics["codebook_utilization"]) >= 0.9),
+             ("Is code usage spread (perplexity above a quarter of the codebook size at every level)?",
+              min(metrics["perplexity"]) > tok.sids.table.codebook_size / 4),
+             ("Do fewer than 20% of the items share their first codes with another item?",
+              metrics["collision_rate_before_dedup"] < 0.2),
+             ("Is the reconstruction cosine above 0.8?", metrics["reconstruction_cosine"] > 0.8)]
+    if "prefix_category_purity" in metrics:
+        pairs.append(("Is first-code category purity above 0.9, and the shuffled codes' below 0.5?",
+                      metrics["prefix_category_purity"] > 0.9 and metrics["prefix_category_purity_shuffled"] < 0.5))
+    for name, other in metrics.get("comparison", {}).items():
+        pairs.append((f"Does {name} reconstruct better than {metrics['quantizer']} (cosine higher by 0.02+)?",
+                      findings_.above(other["reconstruction_cosine"], metrics["reconstruction_cosine"], 0.02)))
+    return findings_.Findings.of(*pairs)
