@@ -99,3 +99,26 @@ def test_evaluate_model_excludes_the_users_past_negatives(setup):
     result = recommend.evaluate_model(bundle, prepared, tokenized, PromptConfig(), max_examples=8)
     past = recommend.excluded_items(prepared, result.examples)
     assert any(past) and all(not set(p) & s for p, s in zip(result.predictions, past))
+
+
+def test_predict_searches_beam_width_beams_since_a_narrow_search_misses_likely_items(setup, monkeypatch):
+    prepared, tokenized, bundle = setup
+    table = tokenized.sids.table
+    examples = tasks.next_negative_examples(prepared, table, PromptConfig(), "test", max_examples=3)
+    prompts, trie = [e.prompt for e in examples], recommend.sid_trie(bundle, table)
+    widths, search = [], recommend.decoding.beam_search
+
+    def spy(*args, num_beams, **kwargs):
+        widths.append(num_beams)
+        return search(*args, num_beams=num_beams, **kwargs)
+
+    monkeypatch.setattr(recommend.decoding, "beam_search", spy)
+    recommend.predict(bundle, prompts, trie, table, k=5)
+    recommend.predict(bundle, prompts, trie, table, k=5, num_beams=5)
+    recommend.predict(bundle, prompts, trie, table, k=recommend.BEAM_WIDTH + 3)
+    assert widths == [recommend.BEAM_WIDTH, 5, recommend.BEAM_WIDTH + 3]
+    monkeypatch.setattr(recommend.decoding, "beam_search", search)
+    narrow = search(bundle.model, bundle.tokenizer, prompts, trie, num_beams=5, top_k=5)
+    wide = search(bundle.model, bundle.tokenizer, prompts, trie, num_beams=len(trie), top_k=5)  # exhaustive
+    for n, w in zip(narrow, wide):  # an exhaustive search's top 5 are at least as likely as a narrow one's
+        assert sum(s.score for s in w) >= sum(s.score for s in n) - 1e-5

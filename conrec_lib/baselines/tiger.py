@@ -47,7 +47,9 @@ class TIGERConfig:
     batch_size: int = 64
     lr: float = 5e-3  # GPU: 1e-3
     # decoding
-    extra_beams: int = 10  # beams beyond k, so that dropping past negatives still leaves k items
+    # beams beyond k: room to drop the user's past negatives, and as wide as the LLMs' search (k + 30 = 50 beams
+    # for a top-20, `llm.recommend.BEAM_WIDTH`, so TIGER is not held to a narrower beam than CoNRec)
+    extra_beams: int = 30
     # runtime
     seed: int = 0
     device: Optional[str] = "cpu"
