@@ -288,8 +288,10 @@ def findings(m: dict, cfg: AssessmentConfig) -> findings_.Findings:
     curve = {round(r["theta"], 2): r for r in m["tradeoff_curve"]}
     arms = m["ab_test"]
     pairs = [
-        (f"Is CoNRec's FHR@20 below the best baseline's ({h['best_baseline']}), the paired ratio interval under 1?",
-         findings_.entirely_below(h["ratio_ci95"], 1.0)),
+        (f"Does CoNRec beat the best baseline ({h['best_baseline']}) on FHR@20, the paired ratio interval above 1?",
+         findings_.entirely_above(h["ratio_ci95"], 1.0)),
+        ("Is CoNRec's FHR@20 within 0.05 of the best baseline's (level with it)?",
+         abs(h["conrec_fhr"] - h["best_baseline_fhr"]) <= 0.05),
         ("Does the simulator's ceiling (oracle) lie above the best baseline by more than 0.15?",
          findings_.above(h["oracle_fhr"], h["best_baseline_fhr"], 0.15)),
         ("Does the personal non-LLM ranking (own_negatives) beat the best baseline by more than 0.05?",

@@ -445,8 +445,9 @@ def findings(m: dict) -> findings_.Findings:
     return findings_.Findings.of(
         ("Does any GRPO arm end above the warm-up model's FHR@20 by more than 0.03?",
          any(findings_.above(a, warm, 0.03) for a in arms)),
-        ("Is full CoNRec below most_disliked by more than 0.03 (a negative share of the gap closed)?",
-         findings_.below(conrec["FHR@20"], yard["most_disliked"]["FHR@20"], 0.03)),
+        ("Does full CoNRec end within 0.05 of most_disliked, and more than 0.05 below own_negatives?",
+         abs(conrec["FHR@20"] - yard["most_disliked"]["FHR@20"]) <= 0.05
+         and findings_.below(conrec["FHR@20"], yard["own_negatives"]["FHR@20"], 0.05)),
         ("Do the yardsticks rise most_disliked < own_negatives < oracle, each step more than 0.05?",
          findings_.above(yard["own_negatives"]["FHR@20"], yard["most_disliked"]["FHR@20"], 0.05)
          and findings_.above(yard["oracle"]["FHR@20"], yard["own_negatives"]["FHR@20"], 0.05)),
