@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conrec_lib.data import dataprep, loaders, splits
+from conrec_lib.baselines import heuristics
 from conrec_lib.rl import rewards
 from conrec_lib.llm import tasks
 from conrec_lib.llm.prompts import PromptConfig
@@ -78,7 +79,7 @@ def test_training_rows_use_only_the_training_period_and_extend_the_gts():
                      & (inter["feedback"] == "negative") & (inter["timestamp"] >= e.cutoff_ts)]
         assert (seen["timestamp"].min() < cutoff) and (row["window_end_ts"] <= cutoff)  # never the test window
     late = inter[(inter["timestamp"] >= cutoff) & (inter["feedback"] == "negative")]
-    assert rewards.train_negatives(prepared)["item_id"].size == (inter["feedback"] == "negative").sum() - len(late)
+    assert heuristics.training_negatives(prepared)["item_id"].size == (inter["feedback"] == "negative").sum() - len(late)
     no_swing = rewards.grpo_examples(prepared, table, PromptConfig(), scores_, 0, 30, seed=0)
     assert all(set(a["ground_truth"]) <= set(b["ground_truth"]) for a, b in zip(no_swing, rows))
     train = prepared.split.train

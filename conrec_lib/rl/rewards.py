@@ -33,12 +33,11 @@ import dataclasses
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from conrec_lib import metrics
 from conrec_lib.llm import recommend, tasks
-from conrec_lib.baselines import swing
+from conrec_lib.baselines import heuristics, swing
 from conrec_lib.data.dataprep import PreparedData
 from conrec_lib.sids.item_tokenizer import Tokenized
 from conrec_lib.llm.prompts import PromptConfig
@@ -175,14 +174,11 @@ def make_reward(name: str, space: RewardSpace, gamma: float = 0.5, threshold: fl
 
 # --- training examples: prompts + reward columns, training period only ---------------------------
 
-def train_negatives(prepared: PreparedData) -> pd.DataFrame:
-    """Negative (user_id, item_id) rows strictly before each user's test cutoff (what Swing may see)."""
-    return prepared.split.training_rows("negative")[["user_id", "item_id"]].reset_index(drop=True)
-
-
 def train_swing(prepared: PreparedData, cfg: Optional[SwingConfig] = None) -> sp.csr_matrix:
-    """Swing scores on the training period's negatives (`swing.swing_scores`)."""
-    return swing.swing_scores(train_negatives(prepared), cfg, n_items=prepared.dataset.n_items)
+    """Swing scores on the training period's negatives (`swing.swing_scores` on `heuristics.training_negatives`,
+    the rows every baseline learns from)."""
+    return swing.swing_scores(heuristics.training_negatives(prepared)[["user_id", "item_id"]], cfg,
+                              n_items=prepared.dataset.n_items)
 
 
 def grpo_examples(prepared: PreparedData, table: SIDTable, prompt_cfg: PromptConfig, swing_scores: sp.csr_matrix,
