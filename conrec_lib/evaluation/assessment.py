@@ -25,6 +25,7 @@ import pandas as pd
 
 from conrec_lib import findings as findings_, hardware, metrics as m_, paper, runs
 from conrec_lib.evaluation import ab_test, deployment, comparisons as evaluation, filters, llm_models
+from conrec_lib.baselines import heuristics
 from conrec_lib.data import dataprep
 from conrec_lib.sids import item_tokenizer
 from conrec_lib.llm import diagnostics as llm_diagnostics, recommend, tasks
@@ -175,7 +176,7 @@ def most_disliked(log: pd.DataFrame, n_items: int, k: int) -> list[int]:
     [2, 1]
     """
     counts = np.bincount(log.loc[log["feedback"] == "negative", "item_id"], minlength=n_items)
-    return [int(i) for i in np.argsort(-counts, kind="stable")[:k]]
+    return heuristics.ranked(counts.astype(float), set(), k)  # the most_disliked baseline's ranking rule
 
 
 def ab_arms(sub: SubRun, world: sim.World, theta: float, progress: bool) -> dict:
