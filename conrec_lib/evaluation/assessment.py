@@ -259,6 +259,22 @@ def relative_table(m: dict) -> pd.DataFrame:
     return table.assign(**{c: pd.to_numeric(table[c]).round(3) for c in numeric})
 
 
+def headline_table(m: dict, digits: int = 3) -> pd.Series:
+    """metrics.json's `headline`, one line per key, numbers and intervals rounded to `digits` places.
+
+    >>> headline_table({"headline": {"best_baseline": "swing", "ratio": 0.98412, "ratio_ci95": [0.921926, 1.052005]}})
+    best_baseline             swing
+    ratio                     0.984
+    ratio_ci95       [0.922, 1.052]
+    dtype: object
+    """
+    def rounded(v):
+        if isinstance(v, float):
+            return round(v, digits)
+        return [rounded(x) for x in v] if isinstance(v, list) else v
+    return pd.Series({k: rounded(v) for k, v in m["headline"].items()}, dtype=object)
+
+
 def datasets_table(result: AssessmentResult, digits: int = 3) -> pd.DataFrame:
     """Part 2: "mean +- std" over seeds of every model, one block of rows per dataset."""
     tidy = result.datasets.tidy
