@@ -1,0 +1,48 @@
+"""benchmarks/headline_seeds.py without running the chain: what it reads from a run folder and how it summarises."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "headline_seeds.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("headline_seeds", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(root: Path, seed: int, conrec: float, ratio_ci: list) -> Path:
+    head = {"n_rows": 10, "best_baseline": "most_disliked", "best_baseline_fhr": 0.3, "conrec_fhr": conrec,
+            "ratio": conrec / 0.3, "ratio_ci95": ratio_ci, "difference_ci95": [-0.1, 0.1], "most_disliked_fhr": 0.3,
+            "oracle_fhr": 0.5, "gap_closed": (conrec - 0.3) / 0.2, "own_negatives_fhr": 0.4, "context_gain": 0.01,
+            "context_gain_ci95": [-0.01, 0.03], "valid_sid_mass": 0.8, "nll_per_item": 8.4, "nll_uniform": 7.6}
+    run = root / f"smoke-seed{seed}"
+    (run / "06_evaluation").mkdir(parents=True)
+    results = {"simulator (tutorial run)": {"warm-up (04)": {"FHR@20": conrec + 0.02}}}
+    (run / "06_evaluation" / "metrics.json").write_text(json.dumps({"headline": head, "results": results}))
+    return run
+
+
+def test_collect_only_reads_each_seed_and_summarises_mean_and_spread(bench, tmp_path):
+    fake_run(tmp_path, 0, 0.28, [0.9, 1.05])
+    fake_run(tmp_path, 1, 0.36, [1.05, 1.3])
+    out = tmp_path / "result.json"
+    result = bench.main(["--seeds", "0", "1", "--profile", "smoke", "--run-root", str(tmp_path), "--collect-only",
+                         "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert result["per_seed"]["1"]["warmup_fhr"] == pytest.approx(0.38)
+    s = result["summary"]
+    assert s["conrec_fhr"]["mean"] == pytest.approx(0.32) and s["conrec_fhr"]["std"] == pytest.approx(0.0566, abs=1e-4)
+    assert s["beats_best_baseline"] == 1  # only seed 1's ratio interval lies above 1
+    assert s["seconds"] is None  # nothing was run
+
+
+def test_a_missing_run_folder_names_the_folder_and_what_to_do(bench, tmp_path):
+    with pytest.raises(FileNotFoundError, match="notebook 06 has not finished.*without --collect-only"):
+        bench.main(["--seeds", "5", "--profile", "smoke", "--run-root", str(tmp_path), "--collect-only",
+                    "--out", str(tmp_path / "r.json")])
