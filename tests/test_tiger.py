@@ -46,6 +46,15 @@ def test_beam_search_never_returns_more_than_the_catalogue():
     assert sorted(found[0]) == sorted(tuple(r) for r in tokens.tolist())  # all 5 SIDs, each once
 
 
+def test_beam_search_masks_the_excluded_sids_and_still_fills_the_width():
+    tokens, model, _ = cycle_model()
+    trie, valid = SIDTrie(tokens.tolist()), [tuple(r) for r in tokens.tolist()]
+    prefixes = [tiger.context([0, 1], tokens, 3)]
+    best = tiger.beam_search(model, trie, prefixes, width=2)[0]
+    found = tiger.beam_search(model, trie, prefixes, width=2, exclude=[[best[0]]])[0]
+    assert best[0] not in found and len(found) == 2 and found[0] == best[1] and set(found) <= set(valid)
+
+
 def test_tiger_baseline_outputs_valid_unseen_items_through_recommend_score(tiny_prepared):
     prepared, tokenized = tiny_prepared
     model = tiger.TIGERBaseline.fit(prepared, tokenized, TIGERConfig(epochs=3, dim=32))
@@ -53,14 +62,15 @@ def test_tiger_baseline_outputs_valid_unseen_items_through_recommend_score(tiny_
     rows = prepared.split.test.iloc[:40]
     predictions = model.recommend(rows, k=20)
     seen = baselines.history_items(prepared, rows, "negative")
-    assert all(len(p) == len(set(p)) and 0 < len(p) <= 20 and not set(p) & s for p, s in zip(predictions, seen))
+    # past negatives are masked inside the search (the rule of every model), so a full top-20 always remains
+    assert all(len(p) == len(set(p)) == 20 and not set(p) & s for p, s in zip(predictions, seen))
     assert all(0 <= i < prepared.dataset.n_items for p in predictions for i in p)
     scores = recommend.score(predictions, rows.reset_index(drop=True), prepared, tokenized)
     assert 0.0 <= scores["HR@20"] <= scores["FHR@20"] <= 1.0
 
 
 def test_config_errors_say_how_to_fix():
-    with pytest.raises(ValueError, match="extra_beams"):
-        TIGERConfig(extra_beams=-1)
+    with pytest.raises(ValueError, match="num_beams"):
+        TIGERConfig(num_beams=0)
     with pytest.raises(ValueError, match="max_items"):
         TIGERConfig(max_items=0)

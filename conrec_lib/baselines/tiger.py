@@ -10,9 +10,9 @@ the de-duplication token, so every generated SID is exactly one item.
 Token layout: level d code c -> token offsets[d] + c (offsets: cumulative level sizes), plus sasrec's PAD and
 BOS. A user's sequence is BOS then the SID tokens of their negatives in time order, cut into pieces whose
 length is a multiple of the SID length, so a position always holds the same SID level. Decoding: beam search
-over `sids.trie.PrefixTrie` of the item token sequences (a beam without a valid continuation is dropped),
-ranking by the summed log-probability under the softmax over all code tokens (as `decoding` does); the
-beams (k + extra_beams) leave room to drop the user's past negatives.
+over `sids.trie.PrefixTrie` of the item token sequences, the LLMs' search (`sids.beam.search`, as wide:
+`BEAM_WIDTH` beams), ranking by the summed log-probability under the softmax over all code tokens; the user's
+past negatives are masked inside the search, as for every model (`recommend.excluded_items`).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from conrec_lib import hardware
 from conrec_lib.baselines import heuristics as baselines, sasrec
 from conrec_lib.configs import check_types
 from conrec_lib.data.dataprep import PreparedData
+from conrec_lib.sids import beam
 from conrec_lib.sids.trie import PrefixTrie
 from conrec_lib.sids.item_tokenizer import Tokenized
 from conrec_lib.baselines.sasrec import BOS, OFFSET, SASRec, SASRecConfig
@@ -47,9 +48,8 @@ class TIGERConfig:
     batch_size: int = 64
     lr: float = 5e-3  # GPU: 1e-3
     # decoding
-    # beams beyond k: room to drop the user's past negatives, and as wide as the LLMs' search (k + 30 = 50 beams
-    # for a top-20, `llm.recommend.BEAM_WIDTH`, so TIGER is not held to a narrower beam than CoNRec)
-    extra_beams: int = 30
+    # beams searched for a top-k (at least k): as wide as the LLMs' search, so TIGER is not held to a narrower beam
+    num_beams: int = beam.BEAM_WIDTH
     # runtime
     seed: int = 0
     device: Optional[str] = "cpu"
@@ -60,8 +60,9 @@ class TIGERConfig:
         for name in ("max_items", "dim", "num_layers", "num_heads", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TIGERConfig.{name}={getattr(self, name)}: must be >= 1")
-        if self.extra_beams < 0:
-            raise ValueError(f"TIGERConfig.extra_beams={self.extra_beams}: use 0 or more")
+        if self.num_beams < 1:
+            raise ValueError(f"TIGERConfig.num_beams={self.num_beams}: must be >= 1 (a top-k searches "
+                             "max(k, num_beams) beams)")
 
     def network(self, sid_length: int) -> SASRecConfig:
         """The SASRec settings of the network: context = max_items + 1 SIDs (history + the one generated)."""
@@ -108,52 +109,33 @@ def next_token_logprobs(model: SASRec, rows: Sequence[Sequence[int]]) -> torch.T
     return torch.log_softmax(model.logits(last), dim=-1).cpu()  # (N, V)
 
 
-Beam = tuple[tuple[int, ...], float]  # (code tokens so far, summed log-probability)
+class CodeStepper:
+    """`sids.beam.Stepper` over SASRec: each row is a token sequence; a step re-reads the whole row (no cache)."""
 
+    def __init__(self, model: SASRec, prefixes: Sequence[list[int]]):
+        self.model, self.rows = model, [list(p) for p in prefixes]
+        self.logits = next_token_logprobs(model, self.rows)
 
-def allowed_scores(trie: PrefixTrie, flat: Sequence[tuple[int, tuple[int, ...], float]], logp: torch.Tensor
-                   ) -> torch.Tensor:
-    """(N, V) per beam row: beam score + log p(token) on the tokens the trie allows after it, -inf elsewhere."""
-    rows, cols = [], []
-    for row, (_, seq, _) in enumerate(flat):
-        allowed = trie.allowed(seq)
-        rows += [row] * len(allowed)
-        cols += allowed
-    rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
-    base = torch.tensor([score for _, _, score in flat], dtype=logp.dtype)  # (N,)
-    out = torch.full_like(logp, -torch.inf)
-    out[rows_t, cols_t] = base[rows_t] + logp[rows_t, cols_t]
-    return out
+    def select(self, rows: torch.Tensor) -> None:
+        self.rows = [self.rows[r] for r in rows.tolist()]
 
-
-def beam_step(model: SASRec, trie: PrefixTrie, prefixes: Sequence[list[int]], beams: list[list[Beam]],
-              width: int) -> list[list[Beam]]:
-    """Extend every beam by one allowed token and keep each prefix's `width` best (summed log-prob)."""
-    flat = [(n, seq, score) for n, bs in enumerate(beams) for seq, score in bs]
-    if not flat:
-        return beams
-    logp = next_token_logprobs(model, [prefixes[n] + [t + OFFSET for t in seq] for n, seq, _ in flat])  # (N, V)
-    scores = allowed_scores(trie, flat, logp)
-    out, start, V = [], 0, logp.shape[1]
-    for bs in beams:
-        block = scores[start:start + len(bs)].reshape(-1)  # this prefix's beams x tokens
-        top = block.topk(min(width, int(torch.isfinite(block).sum())))
-        out.append([((*flat[start + int(j) // V][1], int(j) % V), float(v))
-                    for v, j in zip(top.values, top.indices)])
-        start += len(bs)
-    return out
+    def advance(self, tokens: torch.Tensor) -> None:
+        self.rows = [r + [t + OFFSET] for r, t in zip(self.rows, tokens.tolist())]
+        self.logits = next_token_logprobs(self.model, self.rows)
 
 
 def beam_search(model: SASRec, trie: PrefixTrie, prefixes: Sequence[list[int]], width: int,
-                batch_size: int = 64) -> list[list[tuple[int, ...]]]:
-    """Per prefix, up to `width` complete valid token sequences (SIDs), best first."""
+                exclude: Optional[Sequence[Sequence[Sequence[int]]]] = None, batch_size: int = 64
+                ) -> list[list[tuple[int, ...]]]:
+    """Per prefix, up to `width` complete valid token sequences (SIDs), best first; `exclude` (per prefix, SIDs as
+    code sequences) are never returned."""
     out = []
     for start in range(0, len(prefixes), batch_size):
         chunk = list(prefixes[start:start + batch_size])
-        beams: list[list[Beam]] = [[((), 0.0)] for _ in chunk]
-        for _ in range(trie.depth):
-            beams = beam_step(model, trie, chunk, beams, width)
-        out.extend([[seq for seq, _ in bs if trie.is_complete(seq)] for bs in beams])
+        banned = None if exclude is None else [beam.banned_endings(e, trie)
+                                               for e in exclude[start:start + batch_size]]
+        found = beam.search(CodeStepper(model, chunk), trie, len(chunk), width, banned, over_trie=False)
+        out.extend([[f.tokens for f in per_prefix[:width]] for per_prefix in found])
     return out
 
 
@@ -188,7 +170,8 @@ class TIGERBaseline:
     def recommend(self, examples: pd.DataFrame, k: int = 20) -> list[list[int]]:
         histories = baselines.history_sequences(self.prepared, examples, "negative")
         prefixes = [context(h, self.tokens, self.cfg.max_items) for h in histories]
+        exclude = [[self.tokens[i].tolist() for i in set(h)] for h in histories]  # the user's past negatives
         with hardware.cpu_threads(self.cfg.num_threads):
-            found = beam_search(self.model, self.trie, prefixes, k + self.cfg.extra_beams)
+            found = beam_search(self.model, self.trie, prefixes, max(k, self.cfg.num_beams), exclude)
         item_of = self.items_by_sid
-        return [[i for i in (item_of[s] for s in seqs) if i not in set(h)][:k] for seqs, h in zip(found, histories)]
+        return [[item_of[s] for s in seqs[:k]] for seqs in found]

@@ -2,7 +2,8 @@
 
 The paper generates the top-20 SIDs of a user by beam search, and samples G completions per prompt for GRPO.
 Both only ever produce real items here: at every step the logits are masked to the continuations that the
-prefix tree (`SIDTrie`) allows. There is no fallback to unconstrained generation: a beam or sample whose prefix
+prefix tree (`SIDTrie`) allows. The beam search itself is `sids.beam.search`, which TIGER shares; this module
+gives it the LLM's side (`Stepper`: a KV cache over the surviving beams). There is no fallback to unconstrained generation: a beam or sample whose prefix
 has no valid continuation ends and is dropped, so an empty trie yields no SIDs at all.
 
 Scores. Beam search ranks SIDs by their log-probability under the *constrained* policy, sum_t log p(token_t |
@@ -24,7 +25,9 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from conrec_lib.llm.model import encode_completion, encode_prompt
-from conrec_lib.sids.trie import Prefix, PrefixTrie
+from conrec_lib.sids import beam
+from conrec_lib.sids.beam import Banned, allowed_mask
+from conrec_lib.sids.trie import PrefixTrie
 
 # transformers 5 renamed `past_key_values` to `cache` (in the forward arguments and the output).
 CACHE_KW = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -61,14 +64,6 @@ class Encoded(NamedTuple):
     mask: torch.Tensor  # (B, T) 1 on prompt tokens
 
 
-class Candidates(NamedTuple):
-    """Beam candidates: the row (beam) each extends, the token appended, the new cumulative score."""
-
-    rows: torch.Tensor
-    tokens: torch.Tensor
-    scores: torch.Tensor
-
-
 class TokenLogprobs(NamedTuple):
     """Per-token log-probs of completions and the mask of real (non-padding) completion tokens."""
 
@@ -97,24 +92,6 @@ class Rollouts:
 def sid_string(tokenizer, ids: Sequence[int]) -> str:
     """Concatenate the SID tokens of `ids` back into an SID string (no spaces, unlike `decode`)."""
     return "".join(tokenizer.convert_ids_to_tokens(list(ids)))
-
-
-def allowed_mask(trie: SIDTrie, prefixes: Sequence[Prefix], vocab_size: int, device) -> torch.Tensor:
-    """Additive mask (R, V): 0 where the trie allows the token after each prefix, -inf elsewhere.
-
-    >>> allowed_mask(SIDTrie([(1, 2)]), [(), (1,), (2,)], 3, "cpu")
-    tensor([[-inf, 0., -inf],
-            [-inf, -inf, 0.],
-            [-inf, -inf, -inf]])
-    """
-    rows, cols = [], []
-    for r, prefix in enumerate(prefixes):
-        allowed = trie.allowed(prefix)
-        rows.extend([r] * len(allowed))
-        cols.extend(allowed)
-    mask = torch.full((len(prefixes), vocab_size), float("-inf"), device=device)
-    mask[torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)] = 0.0
-    return mask
 
 
 def left_pad(tokenizer, prompts: Sequence[str], device) -> Encoded:
@@ -174,103 +151,13 @@ class Stepper:
         self.cache, self.logits = getattr(out, CACHE_KW), out.logits[:, -1].float()
 
 
-def top_candidates(scores: torch.Tensor, owner: torch.Tensor, num_prompts: int, width: int) -> Candidates:
-    """Per prompt, the `width` best finite (row, token) candidates of `scores` (R, V): rows, tokens, scores.
-
-    >>> s = torch.tensor([[0.0, -1.0], [-3.0, float("-inf")], [-2.0, -0.5]])
-    >>> top_candidates(s, torch.tensor([0, 0, 1]), 2, 2)
-    Candidates(rows=tensor([0, 0, 2, 2]), tokens=tensor([0, 1, 1, 0]), scores=tensor([ 0.0000, -1.0000, -0.5000, -2.0000]))
-    """
-    rows, tokens, values = [], [], []
-    vocab = scores.shape[1]
-    for b in range(num_prompts):
-        members = torch.nonzero(owner == b).flatten()
-        flat = scores[members].flatten()
-        best = flat.topk(min(width, flat.numel()))
-        keep = torch.isfinite(best.values)
-        rows.append(members[best.indices[keep] // vocab])
-        tokens.append(best.indices[keep] % vocab)
-        values.append(best.values[keep])
-    return Candidates(torch.cat(rows), torch.cat(tokens), torch.cat(values))
-
-
-Banned = dict[Prefix, list[int]]  # per prompt: prefix -> next tokens that lead only to excluded SIDs
-
-
-def banned_endings(tokenizer, sids: Iterable[str], trie: SIDTrie) -> Banned:
-    """The excluded SIDs of one prompt as {prefix: [tokens]}: every token after which the trie holds nothing but
-    excluded SIDs, at any level, so no beam is spent on a prefix that can only end in an excluded item.
-
-    >>> trie = SIDTrie([(1, 2), (1, 3), (4, 2)])
-    >>> class Tok:  # a stand-in tokenizer: "12" -> [1, 2]
-    ...     def __call__(self, s, add_special_tokens=False): return {"input_ids": [int(c) for c in s]}
-    >>> banned_endings(Tok(), ["12", "13"], trie)
-    {(1,): [2, 3], (): [1]}
-    """
-    counts: dict[Prefix, int] = {}
-    for sid in sorted(set(sids)):
-        ids = tuple(encode_completion(tokenizer, sid))
-        for j in range(1, len(ids) + 1):
-            counts[ids[:j]] = counts.get(ids[:j], 0) + 1
-    out: Banned = {}
-    for prefix, n in sorted(counts.items(), key=lambda kv: (-len(kv[0]), kv[0])):
-        if n == trie.size(prefix):
-            out.setdefault(prefix[:-1], []).append(prefix[-1])
-    return out
-
-
-def exclusion_mask(banned: Sequence[Banned], owners: Sequence[int], prefixes: Sequence[Prefix], vocab_size: int,
-                   device) -> torch.Tensor:
-    """Additive mask (R, V): -inf on the tokens that would complete one of the row's prompt's banned SIDs.
-
-    >>> exclusion_mask([{(1,): [2]}], [0, 0], [(1,), (3,)], 4, "cpu")
-    tensor([[0., 0., -inf, 0.],
-            [0., 0., 0., 0.]])
-    """
-    mask = torch.zeros((len(prefixes), vocab_size), device=device)
-    for r, (owner, prefix) in enumerate(zip(owners, prefixes)):
-        last = banned[owner].get(prefix)
-        if last:
-            mask[r, last] = float("-inf")
-    return mask
-
-
 @torch.no_grad()
 def beam_batch(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int,
                banned: Sequence[Banned] | None = None, over_trie: bool = True) -> list[list[ScoredSID]]:
-    """Constrained beam search for one batch of prompts; all finished SIDs per prompt, best first.
-
-    `banned` (one per prompt): SIDs that prompt must never get (e.g. the user's past negatives); their
-    endings are masked like invalid tokens, so the beams go to other items instead of being wasted.
-    `over_trie`: scores under the constrained policy (softmax over the allowed tokens, as `sample` draws from);
-    False: the plain softmax over the vocabulary, masked afterwards (module docstring).
-    """
-    step = Stepper(model, tokenizer, prompts, trie)
-    owner = torch.arange(len(prompts), device=step.device)  # prompt of each alive beam
-    prefixes: list[Prefix] = [()] * len(prompts)
-    scores = torch.zeros(len(prompts), device=step.device)
-    finished: list[list[ScoredSID]] = [[] for _ in prompts]
-    while prefixes:
-        mask = allowed_mask(trie, prefixes, step.logits.shape[1], step.device)
-        if banned is not None:
-            mask = mask + exclusion_mask(banned, owner.tolist(), prefixes, step.logits.shape[1], step.device)
-        logp = torch.log_softmax(step.logits + mask, -1) if over_trie else torch.log_softmax(step.logits, -1) + mask
-        rows, tokens, values = top_candidates(scores[:, None] + logp, owner, len(prompts), num_beams)
-        alive, owners = [], owner.tolist()
-        for i, (row, token, value) in enumerate(zip(rows.tolist(), tokens.tolist(), values.tolist())):
-            prefix = prefixes[row] + (token,)
-            if trie.is_complete(prefix):
-                finished[owners[row]].append(ScoredSID(sid_string(tokenizer, prefix), value))
-            elif trie.allowed(prefix):  # a prefix with no continuation simply ends
-                alive.append(i)
-        if not alive:
-            break
-        keep = torch.tensor(alive, device=step.device)
-        prefixes = [prefixes[r] + (t,) for r, t in zip(rows[keep].tolist(), tokens[keep].tolist())]
-        owner, scores = owner[rows[keep]], values[keep]
-        step.select(rows[keep])
-        step.advance(tokens[keep])
-    return [sorted(f, key=lambda s: -s.score) for f in finished]
+    """Constrained beam search (`sids.beam.search`) for one batch of prompts; all finished SIDs per prompt, best
+    first. `banned` (one per prompt): SIDs that prompt must never get (e.g. the user's past negatives)."""
+    found = beam.search(Stepper(model, tokenizer, prompts, trie), trie, len(prompts), num_beams, banned, over_trie)
+    return [[ScoredSID(sid_string(tokenizer, f.tokens), f.score) for f in per_prompt] for per_prompt in found]
 
 
 def beam_search(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_beams: int = 20, top_k: int = 20,
@@ -294,8 +181,9 @@ def beam_search(model, tokenizer, prompts: Sequence[str], trie: SIDTrie, num_bea
     with eval_mode(model):
         for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="beam search"):
             batch = list(prompts[start:start + batch_size])
-            banned = None if exclude is None else [banned_endings(tokenizer, e, trie)
-                                                   for e in exclude[start:start + batch_size]]
+            banned = None if exclude is None else [
+                beam.banned_endings((encode_completion(tokenizer, sid) for sid in e), trie)
+                for e in exclude[start:start + batch_size]]
             results.extend(r[:top_k] for r in beam_batch(model, tokenizer, batch, trie, num_beams, banned, over_trie))
     return results
 

@@ -16,6 +16,7 @@ import pandas as pd
 from conrec_lib.data import histories
 from conrec_lib import metrics
 from conrec_lib.llm import decoding, tasks
+from conrec_lib.sids import beam
 from conrec_lib.data.dataprep import PreparedData
 from conrec_lib.llm.decoding import SIDTrie
 from conrec_lib.sids.item_tokenizer import Tokenized
@@ -39,11 +40,8 @@ def sid_trie(bundle: ModelBundle, table: SIDTable) -> SIDTrie:
     return SIDTrie.from_sids(bundle.tokenizer, table.strings)
 
 
-# Beams searched for a top-k list (at least k). With k = 20 beams the search drops items whose first SID code is
-# unlikely although the whole SID is likely: measured on notebook 04's warm-up model, all 896 test rows, FHR@20
-# 0.263 with 20 beams, 0.307 with 50, 0.301 with 100 (CoNRec: 0.234 / 0.259 / 0.261 with 200); 50 beams take
-# 2.5x the time of 20. The paper returns the top-20 of its beam search without giving the width.
-BEAM_WIDTH = 50
+# Beams searched for a top-k list: `sids.beam.BEAM_WIDTH` (50; why, measured, beside it), the same for TIGER.
+BEAM_WIDTH = beam.BEAM_WIDTH
 
 
 def predict(bundle: ModelBundle, prompts: Sequence[str], trie: SIDTrie, table: SIDTable, k: int = 20,

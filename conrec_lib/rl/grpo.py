@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from conrec_lib.llm import decoding, sft
+from conrec_lib.sids import beam
 from conrec_lib.configs import check_types
 from conrec_lib.llm.decoding import CACHE_KW, Rollouts, SIDTrie, TokenLogprobs
 from conrec_lib.hardware import seeded
@@ -241,7 +242,7 @@ def policy_logprobs(model, tokenizer, prompts: Sequence[str], prompt_index: torc
                  **{CACHE_KW: cache})
     logits = torch.cat([out.logits[rows, -1:], tail.logits[:, :-1]], dim=1).float() / temperature  # (N, L, V)
     prefixes = [tuple(t[:j]) for t in targets.tolist() for j in range(targets.shape[1])]
-    allowed = decoding.allowed_mask(trie, prefixes, logits.shape[-1], device).view(*targets.shape, -1)
+    allowed = beam.allowed_mask(trie, prefixes, logits.shape[-1], device).view(*targets.shape, -1)
     logits = logits + allowed.masked_fill(~mask[..., None], 0.0)  # padding rows stay finite
     logp = torch.log_softmax(logits, -1).gather(2, targets[..., None]).squeeze(-1)
     return TokenLogprobs(torch.where(mask, logp, torch.zeros_like(logp)), mask)
