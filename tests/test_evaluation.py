@@ -1,5 +1,7 @@
 """Notebook 06's comparison: summaries on a hand-made table, and end to end on a tiny simulator and KuaiRand."""
 import math
+import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -88,3 +90,14 @@ def test_kuairand_end_to_end(tmp_path):
     result = evaluation.evaluate_datasets(cfg, runs.Run.at(tmp_path), progress=False)
     assert set(result.tidy["model"]) == set(evaluation.BASELINES) | {"own_negatives"}  # no oracle on real data
     assert result.tidy["value"].dropna().between(0, 1).all() and result.runs[0].metrics["swing"]["n_examples"] == 15
+
+
+def test_shared_cache_link_resolves_from_a_relative_run_root(tmp_path, monkeypatch):
+    # a run given as a relative path used to get a link "runs/x/cache" read from inside the sub-run: dangling
+    monkeypatch.chdir(tmp_path)
+    parent = runs.Run(Path("runs") / "rel")
+    sub = runs.Run(parent.root / "06_evaluation" / "simulator_seed0")
+    evaluation.share_cache(parent, sub)
+    (sub.root / "cache" / "probe.txt").write_text("x")
+    assert (parent.root / "cache" / "probe.txt").read_text() == "x"
+    assert not Path(os.readlink(sub.root / "cache")).is_absolute()  # the run folder can be moved as a whole

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 import warnings
 from pathlib import Path
@@ -182,7 +183,10 @@ def share_cache(parent: runs.Run, sub: runs.Run) -> None:
     link = sub.root / "cache"
     if not link.exists() and not link.is_symlink():
         sub.root.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(parent.root / "cache", target_is_directory=True)
+        # relative to the link's folder (a relative run root would otherwise give a dangling link), so the
+        # run folder can also be moved as a whole
+        target = os.path.relpath((parent.root / "cache").resolve(), sub.root.resolve())
+        link.symlink_to(target, target_is_directory=True)
 
 
 def prepare_sub_run(cfg: EvaluationConfig, parent: runs.Run, dataset: str, seed: int, seconds: dict) -> SubRun:
