@@ -169,3 +169,33 @@ def test_beam_search_validates_its_arguments(bundle):
         decoding.beam_search(bundle.model, bundle.tokenizer, ["a"], trie, num_beams=2, top_k=3)
     with pytest.raises(ValueError, match="temperature"):
         decoding.sample(bundle.model, bundle.tokenizer, ["a"], trie, 2, 0.0, torch.Generator())
+
+
+def test_stepper_rows_share_the_prompt_cache_but_see_only_their_own_path(bundle):
+    # the tree-attention stepper against a full forward pass (no cache) over prompt + path, one row at a time:
+    # uneven rows per prompt, a repeated row, prompts of different lengths (left padding)
+    tok, m = bundle.tokenizer, bundle.model
+    prompts = ["abc xyz abc xyz", "x"]
+    trie = decoding.SIDTrie.from_sids(tok, [sid(c) for c in ALL_CODES])
+    ids = [[tok.convert_tokens_to_ids(t)] for t in ("<a_0>", "<a_1>", "<a_2>")]
+    m.eval()
+    with torch.no_grad():
+        step = decoding.Stepper(m, tok, prompts, trie)
+        step.select(torch.tensor([0, 0, 1]))  # prompt 0 twice, prompt 1 once
+        step.advance(torch.tensor([ids[0][0], ids[1][0], ids[2][0]]))
+        step.select(torch.tensor([2, 0, 0, 1]))
+        second = [tok.convert_tokens_to_ids(t) for t in ("<b_0>", "<b_1>", "<b_2>", "<b_0>")]
+        step.advance(torch.tensor(second))
+        paths = [(1, [ids[2][0], second[0]]), (0, [ids[0][0], second[1]]), (0, [ids[0][0], second[2]]),
+                 (0, [ids[1][0], second[3]])]
+        for row, (prompt, path) in enumerate(paths):
+            full = torch.tensor([model.encode_prompt(tok, prompts[prompt]) + path])
+            expected = m(input_ids=full).logits[0, -1]
+            assert torch.allclose(step.logits[row], expected, rtol=1e-4, atol=1e-4), row
+
+
+def test_stepper_names_an_attention_without_custom_masks(bundle, monkeypatch):
+    monkeypatch.setattr(bundle.model.config, "_attn_implementation", "flash_attention_2")
+    trie = decoding.SIDTrie.from_sids(bundle.tokenizer, [sid((0, 0, 0, 0))])
+    with pytest.raises(ValueError, match="flash_attention_2.*sdpa"):
+        decoding.Stepper(bundle.model, bundle.tokenizer, ["abc"], trie)

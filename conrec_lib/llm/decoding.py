@@ -3,8 +3,9 @@
 The paper generates the top-20 SIDs of a user by beam search, and samples G completions per prompt for GRPO.
 Both only ever produce real items here: at every step the logits are masked to the continuations that the
 prefix tree (`SIDTrie`) allows. The beam search itself is `sids.beam.search`, which TIGER shares; this module
-gives it the LLM's side (`Stepper`: a KV cache over the surviving beams). There is no fallback to unconstrained generation: a beam or sample whose prefix
-has no valid continuation ends and is dropped, so an empty trie yields no SIDs at all.
+gives it the LLM's side (`Stepper`: the beams share their prompt's KV cache, tree attention). There is no
+fallback to unconstrained generation: a beam or sample whose prefix has no valid continuation ends and is
+dropped, so an empty trie yields no SIDs at all.
 
 Scores. Beam search ranks SIDs by their log-probability under the *constrained* policy, sum_t log p(token_t |
 prompt, prefix) with p the softmax over the tokens the trie allows after the prefix: the distribution over real
@@ -122,33 +123,76 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 class Stepper:
-    """Incremental decoding with a KV cache over a changing set of rows (beams or samples)."""
+    """Incremental decoding over a changing set of rows (beams or samples) that share their prompt's KV cache.
+
+    Tree attention: the prompts are encoded once (B rows of cache); a row is a path of generated tokens below
+    its prompt, so keeping or repeating rows (`select`) copies no cache at all. Each `advance` appends one slot
+    per row to its prompt's cache and lets the new token attend, through a 4D mask, to its prompt, to the
+    tokens of its own path and to itself; its position is the prompt length plus its depth, as in plain
+    decoding. The same logits as a cache copied per row (checked: notebook 06's top-20 lists of every LLM
+    are identical on all 896 test rows), 2-4x faster, since copying the prompt cache for 50 beams took most of
+    the time. Needs an attention implementation that takes a custom 4D mask ("sdpa", "eager").
+    """
+
+    ATTENTION = ("sdpa", "eager")
 
     def __init__(self, model, tokenizer, prompts: Sequence[str], trie: SIDTrie):
         self.model, self.device = model, model_device(model)
-        ids, self.mask = left_pad(tokenizer, prompts, self.device)
+        attention = getattr(model.config, "_attn_implementation", "eager")
+        if attention not in self.ATTENTION:
+            raise ValueError(f"decoding needs a custom 4D attention mask, which attn_implementation={attention!r} "
+                             f"does not take; load the model with attn_implementation one of {self.ATTENTION}")
+        ids, mask = left_pad(tokenizer, prompts, self.device)
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and ids.shape[1] + trie.depth > limit:
             raise ValueError(f"a prompt has {ids.shape[1]} tokens, too long for max_position_embeddings={limit} "
                              "with the SID after it; shorten the prompt (prompts history caps)")
-        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                     logits_to_keep=1)
         self.cache, self.logits = getattr(out, CACHE_KW), out.logits[:, -1].float()  # (B, V)
+        self.dtype = model.get_input_embeddings().weight.dtype  # the attention's dtype, which the mask must have
+        self.prompt_slots = mask.bool()  # (B, S): the cache slots holding prompt tokens (not left padding)
+        self.lengths = mask.sum(-1)  # (B,) prompt lengths
+        self.owner = torch.arange(len(prompts), device=self.device)  # (R,) the prompt of each row
+        self.path = torch.zeros((len(prompts), 0), dtype=torch.long, device=self.device)  # (R, depth) its slots
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (and repeat) the given rows, e.g. the parents of the surviving beams."""
         rows = rows.to(self.device)
-        self.cache.reorder_cache(rows)
-        self.mask, self.logits = self.mask[rows], self.logits[rows]
+        self.owner, self.path, self.logits = self.owner[rows], self.path[rows], self.logits[rows]
 
     def advance(self, tokens: torch.Tensor) -> None:
         """Feed one new token per row; `self.logits` becomes the next-token logits (R, V)."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
-        positions = self.mask.sum(-1, keepdim=True) - 1
-        out = self.model(input_ids=tokens.to(self.device)[:, None], attention_mask=self.mask,
-                         position_ids=positions, use_cache=True, **{CACHE_KW: self.cache})
-        self.cache, self.logits = getattr(out, CACHE_KW), out.logits[:, -1].float()
+        tokens = tokens.to(self.device)
+        num_prompts, slots = self.prompt_slots.shape
+        column = self.column_of_rows()  # each row's query column among its prompt's new slots
+        width = int(column.max()) + 1 if len(tokens) else 1
+        ids = torch.zeros((num_prompts, width), dtype=torch.long, device=self.device)  # unused columns: padding
+        ids[self.owner, column] = tokens
+        positions = (self.lengths + self.path.shape[1])[:, None].expand(num_prompts, width)
+        sees = torch.zeros((num_prompts, width, slots + width), dtype=torch.bool, device=self.device)
+        sees[self.owner, column, :slots] = self.prompt_slots[self.owner]
+        if self.path.shape[1]:
+            sees[self.owner[:, None], column[:, None], self.path] = True
+        new = torch.arange(width, device=self.device)
+        sees[:, new, slots + new] = True  # every new token sees itself (padding columns: only that)
+        mask = torch.zeros(sees.shape, dtype=self.dtype, device=self.device).masked_fill_(
+            ~sees, torch.finfo(self.dtype).min)
+        out = self.model(input_ids=ids, attention_mask=mask[:, None], position_ids=positions, use_cache=True,
+                         **{CACHE_KW: self.cache})
+        self.cache, self.logits = getattr(out, CACHE_KW), out.logits[self.owner, column].float()
+        self.prompt_slots = torch.cat([self.prompt_slots, self.prompt_slots.new_zeros((num_prompts, width))], 1)
+        self.path = torch.cat([self.path, (slots + column)[:, None]], 1)
+
+    def column_of_rows(self) -> torch.Tensor:
+        """(R,) the rank of each row among the rows of its prompt (0, 1, ... in row order)."""
+        order = torch.argsort(self.owner, stable=True)
+        counts = torch.bincount(self.owner, minlength=len(self.lengths))
+        first = torch.cumsum(counts, 0) - counts
+        column = torch.empty_like(self.owner)
+        column[order] = torch.arange(len(self.owner), device=self.device) - first[self.owner[order]]
+        return column
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ makes the *base* model the reference: its SID rows are untrained, so prefer "cop
 taught the SIDs); "auto" picks "disable_adapter" for LoRA and "copy" otherwise.
 
 Speed: the prompt of a group is run once and its KV cache is repeated for the G completions, in sampling
-(`decoding.Stepper`) and in the training forward pass (`policy_logprobs`), so a step costs about one prompt
+(`decoding.Stepper`: the completions share their prompt's cache) and in the training forward pass (`policy_logprobs`), so a step costs about one prompt
 pass per prompt, not G.
 """
 from __future__ import annotations
