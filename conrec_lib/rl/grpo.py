@@ -26,9 +26,9 @@ ratios leave 1 and clipping act. The reference is frozen at the start of `train`
 makes the *base* model the reference: its SID rows are untrained, so prefer "copy" when the adapter also
 taught the SIDs); "auto" picks "disable_adapter" for LoRA and "copy" otherwise.
 
-Speed: the prompt of a group is run once and its KV cache is repeated for the G completions, in sampling
-(`decoding.Stepper`: the completions share their prompt's cache) and in the training forward pass (`policy_logprobs`), so a step costs about one prompt
-pass per prompt, not G.
+Speed: the prompt of a group is run once for its G completions: in sampling they share its KV cache
+(`decoding.Stepper`, tree attention), in the training forward pass (`policy_logprobs`) the cache is repeated
+for them, so a step costs about one prompt pass per prompt, not G.
 """
 from __future__ import annotations
 
