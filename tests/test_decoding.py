@@ -177,17 +177,17 @@ def test_stepper_rows_share_the_prompt_cache_but_see_only_their_own_path(bundle)
     tok, m = bundle.tokenizer, bundle.model
     prompts = ["abc xyz abc xyz", "x"]
     trie = decoding.SIDTrie.from_sids(tok, [sid(c) for c in ALL_CODES])
-    ids = [[tok.convert_tokens_to_ids(t)] for t in ("<a_0>", "<a_1>", "<a_2>")]
+    first = tok.convert_tokens_to_ids(["<a_0>", "<a_1>", "<a_2>"])
+    second = tok.convert_tokens_to_ids(["<b_0>", "<b_1>", "<b_2>", "<b_0>"])
     m.eval()
     with torch.no_grad():
         step = decoding.Stepper(m, tok, prompts, trie)
         step.select(torch.tensor([0, 0, 1]))  # prompt 0 twice, prompt 1 once
-        step.advance(torch.tensor([ids[0][0], ids[1][0], ids[2][0]]))
+        step.advance(torch.tensor(first))
         step.select(torch.tensor([2, 0, 0, 1]))
-        second = [tok.convert_tokens_to_ids(t) for t in ("<b_0>", "<b_1>", "<b_2>", "<b_0>")]
         step.advance(torch.tensor(second))
-        paths = [(1, [ids[2][0], second[0]]), (0, [ids[0][0], second[1]]), (0, [ids[0][0], second[2]]),
-                 (0, [ids[1][0], second[3]])]
+        paths = [(1, [first[2], second[0]]), (0, [first[0], second[1]]), (0, [first[0], second[2]]),
+                 (0, [first[1], second[3]])]
         for row, (prompt, path) in enumerate(paths):
             full = torch.tensor([model.encode_prompt(tok, prompts[prompt]) + path])
             expected = m(input_ids=full).logits[0, -1]
