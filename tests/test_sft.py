@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from conrec_lib.llm import decoding, model, sft
+from conrec_lib.llm import decoding, model, prompts, sft
+from conrec_lib.llm.prompts import PromptConfig
 
 SID_TOKENS = [f"<{level}_{code}>" for level in "abcd" for code in range(4)]
 ITEMS = ["".join(f"<{lv}_{c}>" for lv, c in zip("abcd", codes)) for codes in itertools.product(range(4), repeat=4)]
@@ -187,13 +188,35 @@ def test_history_loss_covers_the_prompts_sid_tokens_from_one_forward_pass():
     losses = sft.summed_losses(bundle.model, encoded, sid_ids)
     plain = sft.summed_loss(bundle.model, encoded)
     assert losses.completion.tokens == plain.tokens and losses.completion.loss.item() == pytest.approx(plain.loss.item(), rel=1e-5)
-    assert losses.history.tokens == 8 == sum(sft.history_positions(e.prompt, sid_ids) for e in encoded)
+    assert losses.history.tokens == 8 == sum(sft.history_positions(e, sid_ids) for e in encoded)
     # the history term is the NLL of those 8 prompt tokens given what precedes them
     with torch.no_grad():
         prompt = model.encode_prompt(bundle.tokenizer, history[0][0])
         cut = next(j for j, t in enumerate(prompt) if t in sid_ids)
         out = decoding.completion_logits(bundle.model, [prompt[:cut]], [prompt[cut:cut + 8]])
         nll = torch.nn.functional.cross_entropy(out.logits[0], out.targets[0], reduction="sum")
+    assert losses.history.loss.item() == pytest.approx(nll.item(), rel=1e-4)
+
+
+def test_history_loss_skips_the_positive_section():
+    bundle = tiny(lora=False)
+    cfg = PromptConfig(include_positives=True)
+    with_pos = prompts.build_prompt([ITEMS[3], ITEMS[5]], [ITEMS[9], ITEMS[11], ITEMS[13]], cfg)
+    neg_only = prompts.build_prompt([ITEMS[3], ITEMS[5]], [], PromptConfig())
+    encoded = sft.encode_examples(bundle.tokenizer, [(with_pos, ITEMS[7]), (neg_only, ITEMS[7])], 512).examples
+    sid_ids = frozenset(bundle.sid_token_ids)
+    assert encoded[0].history_from > 0 and encoded[1].history_from == 0
+    # both count the 8 SID tokens of the two negatives only; the 12 of the positives are context
+    assert [sft.history_positions(e, sid_ids) for e in encoded] == [8, 8]
+    losses = sft.summed_losses(bundle.model, encoded[:1], sid_ids)
+    assert losses.history.tokens == 8
+    with torch.no_grad():  # the same NLL as predicting the negatives' tokens from everything before them
+        ids = encoded[0].prompt
+        cut = next(j for j in range(encoded[0].history_from, len(ids)) if ids[j] in sid_ids)
+        targets = [t for t in ids[cut:] if t in sid_ids]
+        logits = bundle.model(input_ids=torch.tensor([ids])).logits[0]
+        picked = [j for j in range(cut, len(ids)) if ids[j] in sid_ids]
+        nll = torch.nn.functional.cross_entropy(logits[[j - 1 for j in picked]], torch.tensor(targets), reduction="sum")
     assert losses.history.loss.item() == pytest.approx(nll.item(), rel=1e-4)
 
 

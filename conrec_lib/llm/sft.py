@@ -27,6 +27,7 @@ from conrec_lib.llm.decoding import (CompletionLogits, SIDTrie, completion_logit
                                      model_device, pack)
 from conrec_lib.hardware import seeded
 from conrec_lib.llm.model import ModelBundle, encode_completion, encode_prompt, save_adapter
+from conrec_lib.llm import prompts
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "loss_history.csv"
@@ -56,7 +57,9 @@ class SFTConfig:
     # weight of a second loss on the SID tokens inside the prompt: each item of the user's history predicted from
     # the text and items before it (as SASRec trains on every position of a sequence), so one forward pass teaches
     # ~16 next items and which codes exist instead of one; 0 = the loss on the completion only. Measured: notebook
-    # 04's warm-up (ContextConfig.warmup), where it raised the valid-SID mass from 0.11 to 0.73
+    # 04's warm-up (ContextConfig.warmup), where it raised the valid-SID mass from 0.11 to 0.73. Only the SIDs of
+    # the negative section count (after the last `prompts.NEGATIVE_HEADER`; the whole prompt when it has none): a
+    # prompt's positives are context, and training them as next items teaches the model to name liked items
     history_loss: float = 0.0
     # data
     max_length: int = 512  # prompt + completion tokens; longer prompts lose their oldest (leftmost) tokens
@@ -111,6 +114,7 @@ class EncodedExample(NamedTuple):
 
     prompt: list[int]
     completion: list[int]  # ends with the EOS token when the tokenizer has one
+    history_from: int = 0  # first prompt position whose SID tokens the history loss predicts (`negatives_start`)
 
 
 class EncodedExamples(NamedTuple):
@@ -179,8 +183,16 @@ def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_length: 
                              "no room for the prompt; raise SFTConfig.max_length")
         ids = encode_prompt(tokenizer, prompt)
         truncated += len(ids) > room
-        encoded.append(EncodedExample(ids[-room:], target))
+        cut = max(0, len(ids) - room)
+        encoded.append(EncodedExample(ids[-room:], target, max(0, negatives_start(tokenizer, prompt) - cut)))
     return EncodedExamples(encoded, truncated)
+
+
+def negatives_start(tokenizer, prompt: str) -> int:
+    """The token position where the prompt's negative section begins: the length of the encoded text before the
+    last `prompts.NEGATIVE_HEADER` (0 when the prompt has no such header, or nothing before it)."""
+    at = prompt.rfind(prompts.NEGATIVE_HEADER)
+    return len(encode_prompt(tokenizer, prompt[:at])) if at > 0 else 0
 
 
 def trie_mask(trie: SIDTrie, completions: Sequence[Sequence[int]], depth: int, vocab_size: int,
@@ -231,10 +243,11 @@ class Losses(NamedTuple):
     history: LossSum
 
 
-def history_positions(prompt: Sequence[int], sid_ids: frozenset[int]) -> int:
-    """How many prompt tokens the history loss predicts: SID tokens after the first token (the rule of the mask in
-    `summed_losses`; counted before the forward passes, as the step's per-token mean needs the total)."""
-    return sum(t in sid_ids for t in prompt[1:])
+def history_positions(example: EncodedExample, sid_ids: frozenset[int]) -> int:
+    """How many prompt tokens the history loss predicts: SID tokens after the first token and from the negative
+    section on (the rule of the mask in `summed_losses`; counted before the forward passes, as the step's per-token
+    mean needs the total)."""
+    return sum(t in sid_ids for t in example.prompt[max(1, example.history_from):])
 
 
 def summed_losses(model, batch: Sequence[EncodedExample], sid_ids: frozenset[int],
@@ -248,8 +261,9 @@ def summed_losses(model, batch: Sequence[EncodedExample], sid_ids: frozenset[int
     completion = completion_loss(gather_completion(out.logits[:, -(packed.where.shape[1] + 1):], packed), batch, trie)
     width = packed.ids.shape[1]
     starts = torch.tensor([width - len(e.prompt) - len(e.completion) for e in batch])
+    first = starts + torch.tensor([max(1, e.history_from) for e in batch])  # never the first token: nothing before it
     column = torch.arange(1, width)[None, :]
-    in_prompt = (column > starts[:, None]) & (column < (starts + torch.tensor(packed.prompt_lengths))[:, None])
+    in_prompt = (column >= first[:, None]) & (column < (starts + torch.tensor(packed.prompt_lengths))[:, None])
     is_sid = torch.isin(packed.ids[:, 1:], torch.tensor(sorted(sid_ids), dtype=torch.long))
     where = (in_prompt & is_sid).to(device)
     history = torch.nn.functional.cross_entropy(out.logits[:, :-1][where].float(), packed.ids[:, 1:].to(device)[where],
@@ -265,7 +279,7 @@ def train_step(bundle: ModelBundle, data: list[EncodedExample], cfg: SFTConfig, 
              for a in range(cfg.grad_accum)]
     n_tokens = sum(len(e.completion) for batch in micro for e in batch)  # the step's loss is a per-token mean
     sid_ids = frozenset(bundle.sid_token_ids) if cfg.history_loss > 0 else frozenset()
-    n_history = sum(history_positions(e.prompt, sid_ids) for batch in micro for e in batch) if sid_ids else 0
+    n_history = sum(history_positions(e, sid_ids) for batch in micro for e in batch) if sid_ids else 0
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.max_steps)
     bundle.model.train()
