@@ -31,6 +31,16 @@ def test_arms_and_config_errors():
         progressive.ProgressiveConfig(reward_variants=("ndcg",))
     with pytest.raises(ValueError, match="stage_eval_arms"):
         progressive.ProgressiveConfig(stage_eval_arms=("plain_grpo",), plain_grpo=False)
+    with pytest.raises(ValueError, match="dose_positives"):
+        progressive.ProgressiveConfig(dose_positives=(0, -5))
+
+
+def test_dose_table_measures_each_dose_against_none():
+    rows = [{"positives": k, "HR@20": 0.1, "FHR@20": f, "LUF@20": 0.0, "LIF@20": 0.0, "CandAcc": 0.1, "n_rows": 9}
+            for k, f in ((0, 0.30), (5, 0.29), (20, 0.25))]
+    table = progressive.dose_table({"positives_dose": rows})
+    assert table["FHR@20 vs none"].round(3).tolist() == [0.0, -0.01, -0.05]
+    assert progressive.dose_table({}).empty
 
 
 def test_stage_record_notes_a_stage_that_loses_ground(capsys):
@@ -49,7 +59,8 @@ def test_tiny_stage_runs_end_to_end_and_writes_metrics_last(tiny_run, tiny_model
                                       n_warmup=8, n_align_eval=8, n_translation_eval=2, n_rec_eval=4), run,
                      progress=False)
     cfg = progressive.ProgressiveConfig(stage_steps=(1, 1, 1), grpo=GRPOConfig(num_generations=2, prompts_per_batch=2),
-                                        n_train=6, reward_variants=("hit",), n_rec_eval=4)
+                                        n_train=6, reward_variants=("hit",), n_rec_eval=4, dose_positives=(0, 2),
+                                        n_dose_eval=4)
     result = progressive.train_progressive(cfg, run, progress=False)
     saved = runs.read_json(run.root / progressive.STAGE / "metrics.json")
     ablation = {row.pop("row"): row for row in saved["ablation"]}
@@ -68,6 +79,9 @@ def test_tiny_stage_runs_end_to_end_and_writes_metrics_last(tiny_run, tiny_model
     assert len(result.histories["conrec"]) == 3 and result.histories["conrec"]["stage"].tolist() == [1, 2, 3]
     assert len(saved["example_user"]["before"]) == len(saved["example_user"]["after"]) == 20
     assert saved["seconds"] > 0
+    # the dose: no positives is notebook 04's prompt, so the same model on the same rows scores as 04 measured it
+    assert [(r["positives"], r["n_rows"]) for r in saved["positives_dose"]] == [(0, 4), (2, 4)]
+    assert saved["positives_dose"][0]["FHR@20"] == run.metrics(cd.STAGE)["with_alignment"]["FHR@20"]
     assert progressive.load_bundle(run).sid_token_ids == result.bundle.sid_token_ids
     # what notebook 05 shows, read from the same metrics
     saved = runs.read_json(run.root / progressive.STAGE / "metrics.json")  # (the rows above lost their "row")

@@ -72,11 +72,19 @@ class ProgressiveConfig:
     # lr 2e-5 (tiny). Measured on all 896 test rows (tutorial run, seed 0, 50-beam search), CoNRec's FHR@20 after
     # the 3 stages: lr 5e-5 0.259, 2e-5 0.281, 1e-5 0.282, against the warm-up model on the same stage-3 prompt
     # 0.289: the similarity reward pulls towards items close to many negatives, not the user's exact ones, so
-    # the larger the step the more FHR@20 falls (at 5e-5 the hit reward 0.254, next-negative hit 0.288).
+    # the larger the step the more FHR@20 falls (at 5e-5 the hit reward 0.254, next-negative hit 0.288). On a later
+    # machine, stage 3 showing 5 positives: 15 steps per stage 0.305 -> 0.304 (a no-op), 100 steps per stage 0.229
+    # (CoNRec reward; 264 distinct items in the users' top-20 lists instead of 353) and 0.263 (hit reward).
     # beta 0.5: beta 0.04 let the policy collapse onto a few items that the similarity reward likes
     stage_betas: tuple[float, ...] = (0.5, 0.5, 0.5)
-    recent_days: int = 3  # stage 1 shows this many days of negatives (notebook 04's warm-up prompt)
-    max_positives: int = 20  # positives shown in stage 3 (most recent); GPU: 50
+    recent_days: int = 3  # stage 1 shows this many days of negatives
+    # positives shown in stage 3 (most recent); GPU: 50. The more a prompt shows, the less the warm-up model reads the
+    # negatives: measured on all 896 test rows (tutorial run, seed 0), FHR@20 with 0 / 5 / 10 / 20 / 50 positives
+    # 0.315 / 0.305 / 0.291 / 0.290 / 0.273 (`positives_dose`, shown in notebook 05). Chosen on those test rows (the
+    # tutorial has no validation split), so the stage-3 numbers are an optimistic choice, said in the notebook
+    max_positives: int = 5
+    dose_positives: tuple[int, ...] = (0, 5, 10, 20)  # positives shown in the dose measurement (0: none); () skips it
+    n_dose_eval: Optional[int] = None  # test rows of the dose measurement (None: all)
     # GRPO knobs shared by every stage and arm (max_steps and beta come from the stage)
     # reference "copy": each stage's KL is against the model at the start of the stage, also for LoRA (disabling
     # the adapter would make the reference the base model, whose SID rows notebook 04's adapter trained)
@@ -112,9 +120,9 @@ class ProgressiveConfig:
         if bad or unknown:
             raise ValueError(f"ProgressiveConfig: reward_variants {bad} not in {rewards.VARIANTS}, or stage_eval_arms "
                              f"{unknown} not among the arms {self.arms()}")
-        if self.recent_days < 1 or self.max_positives < 1:
+        if self.recent_days < 1 or self.max_positives < 1 or min(self.dose_positives, default=0) < 0:
             raise ValueError(f"ProgressiveConfig: recent_days={self.recent_days} and max_positives="
-                             f"{self.max_positives} must be >= 1")
+                             f"{self.max_positives} must be >= 1, dose_positives={self.dose_positives} >= 0")
 
     @classmethod
     def for_run(cls, run: runs.Run, num_generations: Optional[int] = None, prompts_per_batch: Optional[int] = None,
@@ -194,6 +202,18 @@ def evaluate_policy(bundle: ModelBundle, ctx: Context, prompt: PromptConfig, cfg
     """The recommendation metrics through the one evaluation path, on notebook 04's test examples."""
     return recommend.evaluate_model(bundle, ctx.prepared, ctx.tokenized, prompt, max_examples=cfg.n_rec_eval,
                                     seed=cfg.seed, progress=progress)
+
+
+def positives_dose(bundle: ModelBundle, ctx: Context, cfg: ProgressiveConfig, progress: bool) -> list[dict]:
+    """The paper's positivity bias as a dose: the model's metrics on the all-negatives prompt with the `k` most recent
+    positives added, for each k in `cfg.dose_positives` (k = 0: the stage-2 prompt), on `cfg.n_dose_eval` test rows."""
+    rows = []
+    for k in cfg.dose_positives:
+        prompt = PromptConfig(include_positives=True, max_positives=k) if k else PromptConfig()
+        result = recommend.evaluate_model(bundle, ctx.prepared, ctx.tokenized, prompt, max_examples=cfg.n_dose_eval,
+                                          seed=cfg.seed, progress=progress)
+        rows.append({"positives": k, **{key: result.metrics[key] for key in REC_KEYS}, "n_rows": len(result.examples)})
+    return rows
 
 
 def stage_record(k: int, stage: CurriculumStage, metrics: Optional[dict], previous: Optional[dict]) -> dict:
@@ -321,6 +341,7 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
                                                                      seed=cfg.seed).as_dict()
             start = {"stage-1 prompt": {k: previous["with_alignment"][k] for k in REC_KEYS},
                      "stage-3 prompt": before.metrics}
+            dose = positives_dose(warm, ctx, cfg, progress)
             outcomes = {arm: run_arm(arm, cfg, ctx, start, run, out, progress) for arm in cfg.arms()}
             forgot = forgetting(outcomes, ctx, previous["with_alignment"]["align_acc"], progress)
             example = example_user(before, outcomes[FINAL])
@@ -329,6 +350,7 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
                    "reward_variants": {cfg.reward_of(a): outcomes[a].metrics for a in outcomes
                                        if a not in ("progressive_next_negative", PLAIN)},
                    "plain_grpo": outcomes[PLAIN].metrics if PLAIN in outcomes else None,
+                   "positives_dose": dose,
                    "warmup_last_prompt": {k: before.metrics[k] for k in (*REC_KEYS, "diagnostics")},  # the start,
                    # on stage-3 prompts
                    "forgetting": forgot, "stages": {a: o.stages for a, o in outcomes.items()},
@@ -406,6 +428,17 @@ def ablation_table(m: dict) -> pd.DataFrame:
     return ours.add_prefix("ours ").join(reported)
 
 
+def dose_table(m: dict) -> pd.DataFrame:
+    """The warm-up model's metrics by how many positives its prompt shows (`positives_dose`), with the change of
+    FHR@20 against the prompt without positives."""
+    if not m.get("positives_dose"):
+        return pd.DataFrame(columns=[*REC_KEYS, "n_rows"], index=pd.Index([], name="positives"))
+    table = pd.DataFrame(m["positives_dose"]).set_index("positives")
+    if 0 in table.index:
+        table["FHR@20 vs none"] = table["FHR@20"] - table.loc[0, "FHR@20"]
+    return table
+
+
 def stages_table(m: dict, arm: str = FINAL) -> pd.DataFrame:
     """One arm's per-stage records: settings, metrics after the stage, lost-ground flags (notes: printed)."""
     return pd.DataFrame(m["stages"][arm]).set_index("stage").drop(columns="note", errors="ignore")
@@ -442,6 +475,10 @@ def findings(m: dict) -> findings_.Findings:
     diag = [m["warmup_last_prompt"]["diagnostics"], conrec["diagnostics"]]
     variants = [v["FHR@20"] for v in m["reward_variants"].values()]
     forget = [f["rate"] for f in m["forgetting"].values()]
+    dose = {r["positives"]: r["FHR@20"] for r in m.get("positives_dose", [])}
+    most = max(dose, default=0)
+    dose_pairs = [(f"Does the warm-up model score lower FHR@20 with {most} positives in its prompt than with none "
+                   "(by more than 0.01)?", findings_.below(dose[most], dose[0], 0.01))] if 0 in dose and most else []
     return findings_.Findings.of(
         ("Does any GRPO arm end above the warm-up model's FHR@20 by more than 0.03?",
          any(findings_.above(a, warm, 0.03) for a in arms)),
@@ -457,7 +494,7 @@ def findings(m: dict) -> findings_.Findings:
          all(findings_.above(d["nll_per_item"], d["nll_uniform"], 0.3) for d in diag)),
         ("Do the reward variants finish within 0.06 of each other on FHR@20?", max(variants) - min(variants) <= 0.06),
         (f"Are both forgetting rates below the paper's CoNRec rate ({PAPER_FORGETTING[FINAL]:.1%})?",
-         all(r < PAPER_FORGETTING[FINAL] for r in forget)))
+         all(r < PAPER_FORGETTING[FINAL] for r in forget)), *dose_pairs)
 
 
 def example_table(example: dict, ctx: Context, top: int = 10) -> pd.DataFrame:
