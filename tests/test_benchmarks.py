@@ -46,3 +46,33 @@ def test_a_missing_run_folder_names_the_folder_and_what_to_do(bench, tmp_path):
     with pytest.raises(FileNotFoundError, match="notebook 06 has not finished.*without --collect-only"):
         bench.main(["--seeds", "5", "--profile", "smoke", "--run-root", str(tmp_path), "--collect-only",
                     "--out", str(tmp_path / "r.json")])
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_baseline_tuning_scores_each_setting_and_the_default_as_notebook_06_does(tiny_run, tmp_path):
+    from conrec_lib.baselines import sasrec
+    from conrec_lib.data import dataprep
+    from conrec_lib.data.histories import split_rows
+    from conrec_lib.llm import recommend
+    from conrec_lib.sids import item_tokenizer
+
+    tuning = load_script("baseline_tuning")
+    out = tmp_path / "tuning.json"
+    result = tuning.main(["--run-dir", str(tiny_run.root), "--small", "--max-rows", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert [(r["model"], r["changes"]) for r in result["settings"]] == [
+        ("sasrec", {}), ("sasrec", {"epochs": 1}), ("tiger", {}), ("tiger", {"epochs": 1})]
+    assert result["n_rows"] == 8 and all(0 <= r["FHR@20"] <= 1 for r in result["settings"])
+    assert result["best"]["sasrec"]["FHR@20"] == max(r["FHR@20"] for r in result["settings"][:2])
+    # the default row is the default SASRec scored on the same rows through recommend.score
+    prepared, tokenized = dataprep.load_prepared(tiny_run), item_tokenizer.load_sids(tiny_run)
+    rows = split_rows(prepared, "test").iloc[tuning.sample_positions(len(split_rows(prepared, "test")), 8, 0)]
+    rows = rows.reset_index(drop=True)
+    fitted = sasrec.SASRecBaseline.fit(prepared, tokenized)
+    assert result["settings"][0]["FHR@20"] == recommend.score(fitted.recommend(rows), rows, prepared, tokenized)["FHR@20"]
