@@ -305,7 +305,8 @@ def findings(m: dict, cfg: AssessmentConfig) -> findings_.Findings:
     curve = {round(r["theta"], 2): r for r in m["tradeoff_curve"]}
     arms = m["ab_test"]
     pairs = [
-        (f"Does CoNRec beat the best baseline ({h['best_baseline']}) on FHR@20, the paired ratio interval above 1?",
+        ("Does CoNRec beat the best baseline on FHR@20, the paired ratio interval above 1?",  # which one is best
+         # depends on the machine when two baselines are close (sasrec / most_disliked): the headline table names it
          findings_.entirely_above(h["ratio_ci95"], 1.0)),
         ("Is CoNRec's FHR@20 within 0.05 of the best baseline's (level with it)?",
          abs(h["conrec_fhr"] - h["best_baseline_fhr"]) <= 0.05),
