@@ -108,3 +108,19 @@ def test_notebook_01_chooses_the_world_and_shows_both_side_by_side():
     assert list(table.index) == ["default world", "paper world", "paper (Taobao)"]
     assert table.loc["paper world", "top-1 (next negative)"] < table.loc["default world", "top-1 (next negative)"]
     assert table.loc["paper (Taobao)", "top-1 (next negative)"] == 0.07
+
+
+def test_notebook_03_coverage_in_both_worlds_matches_part_1_on_the_runs_own_world(tiny_run):
+    import conrec_lib.diagnosis.positivity_bias as pb
+    from conrec_lib.data import dataprep as dp
+    from conrec_lib.diagnosis import coverage
+
+    cfg = pb.BiasConfig()
+    table = pb.coverage_by_world(tiny_run, cfg)
+    assert list(table.index.get_level_values(0).unique()) == ["default world", "paper world", "paper (Taobao)"]
+    own = coverage.interest_coverage(dp.load_prepared(tiny_run), cfg.swing, cfg.swing_neighbours, cfg.seed)
+    assert table.loc[("default world", "7d"), "top-1"] == own.loc["7d", "top1"]
+    for world in ("default world", "paper world"):  # a larger set never covers less
+        col = table.loc[world, "top-1"]
+        assert col["next"] <= col["7d"] <= col["7d_swing"]
+    assert table.loc[("paper (Taobao)", "next"), "top-1"] == 0.07

@@ -37,6 +37,7 @@ import pandas as pd
 from conrec_lib.data import histories
 from conrec_lib.diagnosis.attention import mean_attention_share
 from conrec_lib.diagnosis.coverage import COVERAGE_COLUMNS, SETS, interest_coverage
+from conrec_lib.diagnosis import coverage
 from conrec_lib import artifacts, hardware, metrics, paper, runs
 from conrec_lib import findings as findings_
 from conrec_lib.data import dataset as data, dataprep, simulate
@@ -534,3 +535,12 @@ def loss_frame(histories: dict[str, pd.DataFrame], variants: Sequence[str] = VAR
     """The SFT loss of each variant by step, one column per variant (for `plots.loss_curves`)."""
     frames = [histories[v].set_index("step")["loss"].rename(v) for v in variants if v in histories]
     return pd.concat(frames, axis=1).reset_index()
+
+
+def coverage_by_world(run: runs.Run, cfg: BiasConfig) -> Optional[pd.DataFrame]:
+    """Part 1's coverage in both simulated worlds (`coverage.coverage_by_world`) at the scale, seed and horizon
+    notebook 01 used; None when the run's data is not the simulator."""
+    data_cfg = dataprep.load_config(run)
+    if data_cfg.dataset != "simulated":
+        return None
+    return coverage.coverage_by_world(data_cfg, cfg.swing, cfg.swing_neighbours, cfg.seed)
