@@ -1,4 +1,5 @@
 """benchmarks/headline_seeds.py without running the chain: what it reads from a run folder and how it summarises."""
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -55,7 +56,7 @@ def load_script(name: str):
     return module
 
 
-def test_baseline_tuning_scores_each_setting_and_the_default_as_notebook_06_does(tiny_run, tmp_path):
+def test_baseline_tuning_scores_each_setting_around_its_base_as_notebook_06_does(tiny_run, tmp_path):
     from conrec_lib.baselines import sasrec
     from conrec_lib.data import dataprep
     from conrec_lib.data.histories import split_rows
@@ -70,9 +71,11 @@ def test_baseline_tuning_scores_each_setting_and_the_default_as_notebook_06_does
         ("sasrec", {}), ("sasrec", {"epochs": 1}), ("tiger", {}), ("tiger", {"epochs": 1})]
     assert result["n_rows"] == 8 and all(0 <= r["FHR@20"] <= 1 for r in result["settings"])
     assert result["best"]["sasrec"]["FHR@20"] == max(r["FHR@20"] for r in result["settings"][:2])
-    # the default row is the default SASRec scored on the same rows through recommend.score
+    assert result["base"] == tuning.BASE
+    # the {} row is SASRec at the grid's base config, scored on the same rows through recommend.score
     prepared, tokenized = dataprep.load_prepared(tiny_run), item_tokenizer.load_sids(tiny_run)
     rows = split_rows(prepared, "test").iloc[tuning.sample_positions(len(split_rows(prepared, "test")), 8, 0)]
     rows = rows.reset_index(drop=True)
-    fitted = sasrec.SASRecBaseline.fit(prepared, tokenized)
+    fitted = sasrec.SASRecBaseline.fit(prepared, tokenized,
+                                       dataclasses.replace(sasrec.SASRecConfig(), **tuning.BASE["sasrec"]))
     assert result["settings"][0]["FHR@20"] == recommend.score(fitted.recommend(rows), rows, prepared, tokenized)["FHR@20"]

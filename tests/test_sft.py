@@ -212,11 +212,10 @@ def test_history_loss_skips_the_positive_section():
     assert losses.history.tokens == 8
     with torch.no_grad():  # the same NLL as predicting the negatives' tokens from everything before them
         ids = encoded[0].prompt
-        cut = next(j for j in range(encoded[0].history_from, len(ids)) if ids[j] in sid_ids)
-        targets = [t for t in ids[cut:] if t in sid_ids]
+        picked = [j for j in range(encoded[0].history_from, len(ids)) if ids[j] in sid_ids]
         logits = bundle.model(input_ids=torch.tensor([ids])).logits[0]
-        picked = [j for j in range(cut, len(ids)) if ids[j] in sid_ids]
-        nll = torch.nn.functional.cross_entropy(logits[[j - 1 for j in picked]], torch.tensor(targets), reduction="sum")
+        nll = torch.nn.functional.cross_entropy(logits[[j - 1 for j in picked]], torch.tensor([ids[j] for j in picked]),
+                                                reduction="sum")
     assert losses.history.loss.item() == pytest.approx(nll.item(), rel=1e-4)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pandas as pd
 
@@ -96,15 +96,22 @@ def load_prepared(run: runs.Run) -> PreparedData:
     return PreparedData(ds, splits.load_split(stage / "split", ds), run.metrics(STAGE))
 
 
+def simulated_worlds(cfg: DataConfig) -> Iterator[tuple[str, PreparedData]]:
+    """Every simulated world (`simulate.WORLDS`) at `cfg`'s scale, seed and horizon, built in memory as `prepare`
+    builds it (nothing written; `metrics` empty): what the notebooks' both-worlds tables read."""
+    for world in simulate.WORLDS:
+        world_cfg = dataclasses.replace(cfg, dataset="simulated", path=None, world=world)
+        ds = load_dataset(world_cfg)
+        yield world, PreparedData(ds, splits.make_split(ds, world_cfg.split_config()), {})
+
+
 def coverage_by_world(cfg: DataConfig) -> pd.DataFrame:
     """Notebook 01's coverage table (`exploration.top1_coverage`) for every simulated world at `cfg`'s scale, seed
     and horizon, beside the paper's Taobao numbers: how often the next negative, or the next H days' negatives,
     touch a user's top aversions."""
     rows = {}
-    for world in simulate.WORLDS:
-        world_cfg = dataclasses.replace(cfg, dataset="simulated", path=None, world=world)
-        ds = load_dataset(world_cfg)
-        table = exploration.top1_coverage(ds, splits.make_split(ds, world_cfg.split_config()))
+    for world, prepared in simulated_worlds(cfg):
+        table = exploration.top1_coverage(prepared.dataset, prepared.split)
         rows[f"{world} world"] = {f"{k} ({target})": table.loc[f"top-{k[-1]} interests", target]
                                   for k in ("top-1", "top-4") for target in table.columns}
     days = f"negatives of next {cfg.horizon_days} days"

@@ -11,7 +11,6 @@ per user.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -21,7 +20,7 @@ from conrec_lib import metrics, paper
 from conrec_lib.baselines import swing
 from conrec_lib.baselines.heuristics import training_negatives
 from conrec_lib.baselines.swing import SwingConfig
-from conrec_lib.data import dataprep, dataset as data, simulate, splits
+from conrec_lib.data import dataprep, dataset as data, simulate
 from conrec_lib.data.dataprep import PreparedData
 
 SETS = ("next", "7d", "7d_swing")
@@ -132,16 +131,14 @@ def coverage_by_world(data_cfg: dataprep.DataConfig, swing_cfg: Optional[SwingCo
                       seed: int = 0) -> pd.DataFrame:
     """Part 1's top-1 and top-4 ("at least one") coverage in every simulated world (`simulate.WORLDS`) at
     `data_cfg`'s scale, seed and horizon, beside the paper's: rows (world, target set), the worlds built in memory
-    as notebook 01 builds them (`dataprep.load_dataset`, `splits.make_split`), nothing written."""
+    as notebook 01 builds them (`dataprep.simulated_worlds`), nothing written."""
     rows = {}
-    for world in simulate.WORLDS:
-        cfg = dataclasses.replace(data_cfg, dataset="simulated", path=None, world=world)
-        ds = dataprep.load_dataset(cfg)
-        prepared = PreparedData(ds, splits.make_split(ds, cfg.split_config()), {})
+    for world, prepared in dataprep.simulated_worlds(data_cfg):
         table = interest_coverage(prepared, swing_cfg, k_neighbours, seed)
         for target in SETS:
             rows[(f"{world} world", target)] = {"top-1": table.loc[target, "top1"],
                                                 "top-4 (any)": table.loc[target, "top4_any"]}
     for target in SETS:
-        rows[("paper (Taobao)", target)] = {"top-1": paper.COVERAGE_TOP1[target], "top-4 (any)": paper.COVERAGE_TOP4[target]}
+        rows[("paper (Taobao)", target)] = {"top-1": paper.COVERAGE_TOP1[target],
+                                            "top-4 (any)": paper.COVERAGE_TOP4[target]}
     return pd.DataFrame(rows).T.rename_axis(["world", "target"]).astype(float)
