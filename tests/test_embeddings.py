@@ -131,3 +131,18 @@ def test_minilm_embeds_offline_and_an_unknown_model_gives_a_clear_error():
     assert cosine(x[0], x[1]) > cosine(x[0], x[2])
     with pytest.raises(FileNotFoundError, match="could not be found offline"):
         emb.embed_items(make_dataset(titles), EmbedConfig(encoder="no-such-org/no-such-model"))
+
+
+def test_per_column_gives_each_column_its_own_block_of_the_vector(tmp_path):
+    ds = make_dataset(["red leather boots", "red leather boots", "blue cotton dress"])
+    ds.items["colour"] = ["red", "blue", "blue"]
+    cfg = EmbedConfig(encoder="minilm", text_columns=("title", "colour"), per_column=True)
+    x = emb.embed_items(ds, cfg, cache_dir=tmp_path)
+    assert x.shape == (3, 2 * 384) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    title, colour = x[:, :384] * np.sqrt(2), x[:, 384:] * np.sqrt(2)  # each block a unit vector of one column
+    whole = emb.embed_items(ds, EmbedConfig(encoder="minilm", text_columns=("title",)))
+    assert np.allclose(title, whole, atol=1e-5)
+    assert np.allclose(colour[1], colour[2]) and not np.allclose(colour[0], colour[1])
+    assert emb.cache_key(ds, cfg) != emb.cache_key(ds, EmbedConfig(encoder="minilm", text_columns=("title", "colour")))
+    with pytest.raises(ValueError, match="per_column=True needs a sentence encoder"):
+        EmbedConfig(encoder="tfidf", per_column=True)

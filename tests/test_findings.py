@@ -70,8 +70,11 @@ def test_notebook_04_findings_follow_the_numbers():
     assert not answers["Does the with_alignment model score higher with the user's own history than a shuffled one "
                        "(by 0.02+)?"]
     assert not answers["Do both still put less than the diagnostics' bar of 90% on real SIDs?"]
-    assert not answers["Is alignment accuracy within 0.07 of chance (0.25) for both variants (not learnt)?"]
-    assert not answers["Is it below the no-model most-disliked option (0.34) by more than 0.03 for both?"]
+    assert not answers["Is with_alignment's alignment accuracy within 0.07 of chance (0.25) (not learnt)?"]
+    assert not answers["Is it below the no-model most-disliked option (0.34) by more than 0.03?"]
+    m["with_alignment"]["align_acc"], m["translation_only"]["align_acc"] = 0.27, 0.40  # only the trained variant counts
+    assert context_discerning.findings(m).as_dict()["Is with_alignment's alignment accuracy within 0.07 of chance "
+                                                    "(0.25) (not learnt)?"]
 
 
 def progressive_metrics():

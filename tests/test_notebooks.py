@@ -106,9 +106,11 @@ def test_02_semantic_ids_on_the_simulator(smoke_run):
     assert m["collision_rate_before_dedup"] == pytest.approx(0.127, abs=0.1)
     assert m["prefix_category_purity"] == pytest.approx(0.453, abs=0.15)
     assert m["prefix_category_purity"] > m["prefix_category_purity_shuffled"]  # codes carry category
-    assert len(m["codebook_utilization"]) == 3 and min(m["codebook_utilization"]) >= 0.5
+    assert len(m["codebook_utilization"]) == 4 and min(m["codebook_utilization"]) >= 0.5  # LEVELS = 4
     assert m["reconstruction_mse"] >= 0
-    assert "rqkmeans" in m["comparison"]
+    assert m["quantizer"] == "rqkmeans" and "rqvae" in m["comparison"]
+    assert not m["per_column"]  # tfidf (the smoke profile): one text per item
+    assert set(m["level_purity"]) == {"category", "style", "material", "color", "feature", "tier"}
     sids = (smoke_run.root / "02_semantic_ids" / "sids" / "sid_table.parquet")
     assert sids.is_file()
 

@@ -181,3 +181,15 @@ def test_save_load_gives_back_the_same_table_and_quantizer(kind, tmp_path):
 def test_load_of_an_unfinished_folder_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="sid_meta.json"):
         sids.load(tmp_path)
+
+
+def test_for_dataset_embeds_attribute_columns_on_their_own_where_the_catalogue_has_them():
+    from conrec_lib.data import simulate
+    from conrec_lib.sids import item_tokenizer
+    ds = simulate.simulate(simulate.SimConfig(scale="tiny"))
+    cfg = item_tokenizer.TokenizerConfig.for_dataset(ds)
+    assert cfg.embed.per_column and cfg.embed.text_columns == ("category", *ds.attributes)
+    assert not item_tokenizer.TokenizerConfig.for_dataset(ds, item_text="title").embed.per_column
+    assert not item_tokenizer.TokenizerConfig.for_dataset(ds, "tfidf").embed.per_column  # not a sentence encoder
+    with pytest.raises(ValueError, match="item_text='words'"):
+        item_tokenizer.TokenizerConfig.for_dataset(ds, item_text="words")

@@ -129,7 +129,8 @@ class ContextConfig:
     # +0.054 [+0.027, +0.080]); on 200 rows weight 0 / 1 / 3 / 10 gave 0.210 / 0.230 / 0.245 / 0.180, lr 3e-3 0.200,
     # 2000 steps 0.210 (valid mass 0.88), weight decay 0.1 no change. From the context model, all 896 test rows, 50
     # beams (0.315 with these defaults): 750 steps 0.308, 1500 steps 0.269; 10 targets 0.305; history dropout
-    # (keep 0.7) 0.310; half of the prompts with positives 0.281-0.285.
+    # (keep 0.7) 0.310; half of the prompts with positives 0.281-0.285 (all with the earlier SIDs of one vector per
+    # title; with notebook 02's per-attribute SIDs, 4 x 32 codes, this recipe scores 0.324, 5 x 16 codes 0.329).
     warmup: SFTConfig = dataclasses.field(default_factory=lambda: SFTConfig(
         max_steps=1000, lr=1e-3, warmup_steps=50, log_every=50, checkpoint_every=10_000, history_loss=3.0))
     # context tasks: with_alignment mixes them by `ratios`; translation_only trains translation alone
@@ -370,10 +371,11 @@ def findings(metrics: dict) -> findings_.Findings:
          all(d["valid_sid_mass"] < 0.9 for d in diag.values())),
         ("Do both still pay more per item than a uniform guess over the items?",
          all(findings_.above(d["nll_per_item"], d["nll_uniform"], 0.3) for d in diag.values())),
-        (f"Is alignment accuracy within 0.07 of chance ({chance:.2f}) for both variants (not learnt)?",
-         all(abs(metrics[v]["align_acc"] - chance) <= 0.07 for v in VARIANTS)),
-        (f"Is it below the no-model most-disliked option ({yardstick:.2f}) by more than 0.03 for both?",
-         all(findings_.below(metrics[v]["align_acc"], yardstick, 0.03) for v in VARIANTS)),
+        # the variant trained on the alignment questions (translation_only answers them without that training)
+        (f"Is with_alignment's alignment accuracy within 0.07 of chance ({chance:.2f}) (not learnt)?",
+         abs(metrics["with_alignment"]["align_acc"] - chance) <= 0.07),
+        (f"Is it below the no-model most-disliked option ({yardstick:.2f}) by more than 0.03?",
+         findings_.below(metrics["with_alignment"]["align_acc"], yardstick, 0.03)),
         (f"Is candidate accuracy far below the paper's {paper_cand:.2f} (under 0.2) for both?",
          all(metrics[v]["CandAcc"] < 0.2 for v in VARIANTS)),
         ("Does translation_only translate better than with_alignment (by more than 0.02)?",

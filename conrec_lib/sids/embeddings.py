@@ -46,6 +46,12 @@ class EmbedConfig:
     encoder: str = "minilm"
     # item text: these columns of the items table, joined with ". " (sentence encoders and tfidf)
     text_columns: tuple[str, ...] = ("title",)
+    # sentence encoders: embed each text column on its own and concatenate the unit vectors (scaled by
+    # 1/sqrt(columns), so rows stay unit length): every attribute owns a share of the vector, where one sentence
+    # embedding of the title is dominated by its head noun (the category). Measured on the default simulator
+    # (`items_by_column` columns, residual k-means, 4 x 32 codes): a personal heuristic that reads only the user's
+    # past SID tokens reaches FHR@20 0.38 with these SIDs, 0.33-0.35 with SIDs of the title (item facets: 0.40)
+    per_column: bool = False
     # output size of "tfidf" and "collaborative" (sentence encoders have their own, 384 for MiniLM)
     dim: int = 64
     # "collaborative": weight of each feedback type in the item x user matrix (0 = ignore it)
@@ -66,6 +72,9 @@ class EmbedConfig:
             raise ValueError(f"EmbedConfig.encoder is empty; use one of {BUILTIN_ENCODERS} or a model name")
         if self.dim < 2:
             raise ValueError(f"EmbedConfig.dim={self.dim}; use at least 2 (64 is the default)")
+        if self.per_column and self.encoder in ("tfidf", "collaborative"):
+            raise ValueError(f"EmbedConfig.per_column=True needs a sentence encoder, not {self.encoder!r}; "
+                             "use encoder='minilm' or set per_column=False")
         if self.batch_size < 1:
             raise ValueError(f"EmbedConfig.batch_size={self.batch_size}; use a positive number such as 64")
         bad = sorted(set(dict(self.feedback_weights)) - set(FEEDBACK))
@@ -102,10 +111,25 @@ def _encode(ds: Dataset, cfg: EmbedConfig, progress: bool, interactions: Optiona
     if cfg.encoder == "collaborative":
         return collaborative_embeddings(ds, _checked(interactions, ds), cfg)
     model = load_sentence_encoder(cfg)
+    if cfg.per_column:
+        return per_column_embeddings(model, ds, cfg)
     # no bar from sentence-transformers: its tqdm.autonotebook bar is a widget that saved notebooks show frozen at 0%
     # (one call keeps its length-sorted batches, so the vectors do not depend on how the call is split)
     return model.encode(item_texts(ds, cfg.text_columns), batch_size=cfg.batch_size,
                         show_progress_bar=False, convert_to_numpy=True)
+
+
+def per_column_embeddings(model, ds: Dataset, cfg: EmbedConfig) -> np.ndarray:
+    """(n_items, d * columns): per text column, each distinct value embedded once (unit length), the item's
+    values concatenated and scaled by 1/sqrt(columns) (`EmbedConfig.per_column`)."""
+    parts = []
+    for column in cfg.text_columns:
+        values = np.array(item_texts(ds, (column,)), dtype=object)
+        distinct, where = np.unique(values, return_inverse=True)
+        vectors = _normalise(model.encode(list(distinct), batch_size=cfg.batch_size, show_progress_bar=False,
+                                          convert_to_numpy=True))
+        parts.append(vectors[where])
+    return np.concatenate(parts, axis=1) / np.sqrt(len(parts))
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -142,6 +166,9 @@ def cache_key(ds: Dataset, cfg: EmbedConfig, interactions: Optional[pd.DataFrame
     else:
         content = _digest("\x1f".join(item_texts(ds, cfg.text_columns)).encode("utf-8"))
         settings = {"dim": cfg.dim, "seed": cfg.seed} if cfg.encoder == "tfidf" else {}
+        if cfg.per_column:
+            content = _digest(*("\x1f".join(item_texts(ds, (c,))).encode("utf-8") for c in cfg.text_columns))
+            settings = {"per_column": True}
     key = {"version": CACHE_VERSION, "encoder": cfg.encoder, "content": content, **settings}
     return _digest(json.dumps(key, sort_keys=True).encode("utf-8"))
 

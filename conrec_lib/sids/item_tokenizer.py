@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from conrec_lib.sids.quantizer import SIDConfig
 
 STAGE = "02_semantic_ids"
 OTHER = {"rqvae": "rqkmeans", "rqkmeans": "rqvae"}
+ITEM_TEXTS = ("auto", "title", "columns")
 
 
 @dataclasses.dataclass
@@ -39,13 +40,21 @@ class TokenizerConfig:
         check_types(self)
 
     @classmethod
-    def for_dataset(cls, ds: data.Dataset, embedder: str = "auto", compare: bool = True,
+    def for_dataset(cls, ds: data.Dataset, embedder: str = "auto", compare: bool = True, item_text: str = "auto",
                     **sid_fields) -> "TokenizerConfig":
         """`embedder="auto"`: MiniLM on real item text, collaborative embeddings where text is a stand-in;
-        `compare`: also build the other quantizer."""
+        `item_text`: "title" (one sentence per item), "columns" (category and each attribute column embedded on its
+        own, `EmbedConfig.per_column`) or "auto" (columns where the dataset has attribute columns and real text,
+        else the title); `compare`: also build the other quantizer."""
         if embedder == "auto":
             embedder = "collaborative" if ds.text_is_standin else "minilm"
-        return cls(embed=EmbedConfig(encoder=embedder), sid=SIDConfig(**sid_fields), compare=compare)
+        if item_text not in ITEM_TEXTS:
+            raise ValueError(f"item_text={item_text!r}: use one of {ITEM_TEXTS}")
+        if item_text == "auto":
+            item_text = "columns" if ds.attributes and embedder not in ("tfidf", "collaborative") else "title"
+        embed = (EmbedConfig(encoder=embedder, text_columns=("category", *ds.attributes), per_column=True)
+                 if item_text == "columns" else EmbedConfig(encoder=embedder))
+        return cls(embed=embed, sid=SIDConfig(**sid_fields), compare=compare)
 
 
 @dataclasses.dataclass
@@ -87,8 +96,9 @@ def tokenize(cfg: TokenizerConfig, run: runs.Run, progress: bool = True) -> Toke
         result, seconds = _timed_build(x, cfg.sid, categories, progress)
         semantic_ids.save(result, stage / "sids")
         np.save(stage / "item_embeddings.npy", x)
-        metrics = {"quantizer": cfg.sid.quantizer, "encoder": cfg.embed.encoder, "embedding_dim": int(x.shape[1]),
-                   **_summary(result, seconds)}
+        metrics = {"quantizer": cfg.sid.quantizer, "encoder": cfg.embed.encoder, "per_column": cfg.embed.per_column,
+                   "embedding_dim": int(x.shape[1]), **_summary(result, seconds),
+                   "level_purity": level_purity(result.table.quantized_codes, ds.items, ("category", *ds.attributes))}
         alternative = None
         if cfg.compare:
             other = dataclasses.replace(cfg.sid, quantizer=OTHER[cfg.sid.quantizer])
@@ -108,6 +118,31 @@ def load_sids(run: runs.Run) -> Tokenized:
     stage = run.require(STAGE)
     return Tokenized(semantic_ids.load(stage / "sids"), artifacts.read(np.load, stage / "item_embeddings.npy"),
                      run.metrics(STAGE))
+
+
+def level_purity(codes: np.ndarray, items, columns: Sequence[str]) -> dict[str, list[float]]:
+    """Per item column, per SID level: items grouped by their code at that level, the size-weighted mean share of
+    each group's most common value (1.0: the level's codes name the column's value; 1/n_values or so: unrelated).
+
+    >>> import pandas as pd
+    >>> level_purity(np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), pd.DataFrame({"colour": list("rrbb")}), ["colour"])
+    {'colour': [1.0, 0.5]}
+    """
+    out = {}
+    for column in columns:
+        values = items[column].astype(str).to_numpy()
+        out[column] = [round(float(sum(np.unique(values[level == k], return_counts=True)[1].max()
+                                       for k in np.unique(level)) / len(values)), 4) for level in codes.T]
+    return out
+
+
+def purity_table(metrics: dict) -> "pd.DataFrame":
+    """Notebook 02's `level_purity` as a table: one row per item column, one column per SID level."""
+    import pandas as pd
+
+    purity = metrics["level_purity"]
+    levels = [f"level {semantic_ids.level_letter(d)}" for d in range(len(next(iter(purity.values()))))]
+    return pd.DataFrame(purity, index=levels).T.round(2)
 
 
 def items_by_prefix(table: semantic_ids.SIDTable, items, first_codes: list[int], per_code: int = 4):
@@ -157,8 +192,12 @@ def findings(tok: Tokenized) -> findings_.Findings:
               metrics["collision_rate_before_dedup"] < 0.2),
              ("Is the reconstruction cosine above 0.8?", metrics["reconstruction_cosine"] > 0.8)]
     if "prefix_category_purity" in metrics:
-        pairs.append(("Is first-code category purity above 0.9, and the shuffled codes' below 0.5?",
-                      metrics["prefix_category_purity"] > 0.9 and metrics["prefix_category_purity_shuffled"] < 0.5))
+        pairs.append(("Does the first code carry the category (purity above 0.6, shuffled codes' below 0.3)?",
+                      metrics["prefix_category_purity"] > 0.6 and metrics["prefix_category_purity_shuffled"] < 0.3))
+    attributes = {c: p for c, p in metrics.get("level_purity", {}).items() if c != "category"}
+    if attributes:
+        pairs.append(("Does a level after the first name an attribute (purity above 0.8 in some attribute column)?",
+                      max(max(p[1:], default=0.0) for p in attributes.values()) > 0.8))
     for name, other in metrics.get("comparison", {}).items():
         pairs.append((f"Does {name} reconstruct better than {metrics['quantizer']} (cosine higher by 0.02+)?",
                       findings_.above(other["reconstruction_cosine"], metrics["reconstruction_cosine"], 0.02)))
