@@ -79,3 +79,16 @@ def test_baseline_tuning_scores_each_setting_around_its_base_as_notebook_06_does
     fitted = sasrec.SASRecBaseline.fit(prepared, tokenized,
                                        dataclasses.replace(sasrec.SASRecConfig(), **tuning.BASE["sasrec"]))
     assert result["settings"][0]["FHR@20"] == recommend.score(fitted.recommend(rows), rows, prepared, tokenized)["FHR@20"]
+
+
+def test_sid_cap_scores_own_negatives_over_sid_tokens_beside_the_true_facets(tiny_run, tmp_path):
+    cap = load_script("sid_cap")
+    assert cap.sid_token_facets([[5, 2, 9]]) == [frozenset({"sid_a=5", "sid_b=2", "sid_c=9"})]
+    out = tmp_path / "cap.json"
+    result = cap.main(["--run-dir", str(tiny_run.root), "--small", "--max-rows", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert [(r["item_text"], r["quantizer"]) for r in result["settings"]] == [("title", "rqkmeans"),
+                                                                            ("columns", "rqkmeans")]
+    assert result["n_rows"] == 8 and all(0 <= r["FHR@20"] <= 1 for r in result["settings"])
+    assert set(result["reference"]) == {"own_negatives (true facets)", "most_disliked"}
+    assert set(result["settings"][1]["level_purity"]) == {"category", "style", "material", "color", "feature", "tier"}
