@@ -49,9 +49,9 @@ class EmbedConfig:
     # sentence encoders: embed each text column on its own and concatenate the unit vectors (scaled by
     # 1/sqrt(columns), so rows stay unit length): every attribute owns a share of the vector, where one sentence
     # embedding of the title is dominated by its head noun (the category). Measured on the default simulator
-    # (`items_by_column` columns, residual k-means, 4 x 32 codes): a personal heuristic that reads only the user's
-    # past SID tokens reaches FHR@20 0.38 with these SIDs, 0.31-0.35 with SIDs of the title (item facets: 0.40;
-    # benchmarks/sid_cap.py)
+    # (category and the attribute columns, `TokenizerConfig.for_dataset(item_text="columns")`; residual k-means,
+    # 4 x 32 codes): a personal heuristic that reads only the user's past SID tokens reaches FHR@20 0.38 with these
+    # SIDs, 0.31-0.35 with SIDs of the title (item facets: 0.40; benchmarks/sid_cap.py)
     per_column: bool = False
     # output size of "tfidf" and "collaborative" (sentence encoders have their own, 384 for MiniLM)
     dim: int = 64

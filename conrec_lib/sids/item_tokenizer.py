@@ -136,10 +136,8 @@ def level_purity(codes: np.ndarray, items, columns: Sequence[str]) -> dict[str, 
     return out
 
 
-def purity_table(metrics: dict) -> "pd.DataFrame":
+def purity_table(metrics: dict) -> pd.DataFrame:
     """Notebook 02's `level_purity` as a table: one row per item column, one column per SID level."""
-    import pandas as pd
-
     purity = metrics["level_purity"]
     levels = [f"level {semantic_ids.level_letter(d)}" for d in range(len(next(iter(purity.values()))))]
     return pd.DataFrame(purity, index=levels).T.round(2)
