@@ -92,3 +92,30 @@ def test_sid_cap_scores_own_negatives_over_sid_tokens_beside_the_true_facets(tin
     assert result["n_rows"] == 8 and all(0 <= r["FHR@20"] <= 1 for r in result["settings"])
     assert set(result["reference"]) == {"own_negatives (true facets)", "most_disliked"}
     assert set(result["settings"][1]["level_purity"]) == {"category", "style", "material", "color", "feature", "tier"}
+
+
+def test_nll_breakdown_splits_the_loss_by_targets_never_seen_as_training_negatives(tiny_run):
+    import numpy as np
+    from conrec_lib.data import dataprep
+
+    bench = load_script("nll_breakdown")
+    prepared = dataprep.load_prepared(tiny_run)
+    rows = prepared.split.test
+    inter = prepared.dataset.interactions
+    before = inter[(inter["feedback"] == "negative") & (inter["timestamp"] < rows["cutoff_ts"].min())]
+    seen = rows["next_negative"].isin(before["item_id"]).to_numpy()
+    nll = np.where(seen, 5.0, 9.0)  # a model that pays 5 nats on seen targets and 9 on the others
+    out = bench.breakdown(nll, rows, prepared)
+    assert out["n_rows"] == len(rows) and out["uniform"] == round(float(np.log(prepared.dataset.n_items)), 3)
+    assert out["share_never_a_training_negative"] == round(float(1 - seen.mean()), 4)
+    assert out["model_seen"] == 5.0
+    if (~seen).any():
+        assert out["model_never_a_training_negative"] == 9.0
+        assert out["unseen_targets_add"] == round(4.0 * (~seen).mean(), 3)
+    prior = bench.popularity_nll(prepared, rows["next_negative"].astype(int).to_numpy(), rows["cutoff_ts"].min())
+    assert (prior > 0).all() and out["popularity_prior"] == round(float(prior.mean()), 3)
+    # an item disliked more often before the cutoff costs the prior less
+    counts = before["item_id"].value_counts()
+    top, rare = int(counts.index[0]), int(counts.index[-1])
+    assert bench.popularity_nll(prepared, np.array([top]), rows["cutoff_ts"].min())[0] <= \
+        bench.popularity_nll(prepared, np.array([rare]), rows["cutoff_ts"].min())[0]
