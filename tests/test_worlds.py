@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -43,6 +44,8 @@ def test_spelling_out_the_default_world_keeps_the_pinned_tiny_world():
     (dict(unrelated_dislike=-0.1), "unrelated_dislike"),
     (dict(target_negatives_per_user=0.0), "target_negatives_per_user"),
     (dict(target_negatives_per_user=1e6), "target_negatives_per_user"),
+    (dict(aversion_scope="liked"), "aversion_scope"),
+    (dict(aversion_scope="liked_categories"), "aversion_scope"),  # needs aversion_kinds="attributes"
 ])
 def test_bad_world_fields_raise_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"SimConfig\.{field}="):
@@ -105,7 +108,7 @@ def test_notebook_01_chooses_the_world_and_shows_both_side_by_side():
     with pytest.raises(ValueError, match="setting of the simulator"):
         dataprep.DataConfig(dataset="movielens", path="x", world="paper")
     table = dataprep.coverage_by_world(dataprep.DataConfig(scale="tiny"))
-    assert list(table.index) == ["default world", "paper world", "paper (Taobao)"]
+    assert list(table.index) == ["default world", "paper world", "misleading world", "paper (Taobao)"]
     assert table.loc["paper world", "top-1 (next negative)"] < table.loc["default world", "top-1 (next negative)"]
     assert table.loc["paper (Taobao)", "top-1 (next negative)"] == 0.07
 
@@ -117,10 +120,45 @@ def test_notebook_03_coverage_in_both_worlds_matches_part_1_on_the_runs_own_worl
 
     cfg = pb.BiasConfig()
     table = pb.coverage_by_world(tiny_run, cfg)
-    assert list(table.index.get_level_values(0).unique()) == ["default world", "paper world", "paper (Taobao)"]
+    assert list(table.index.get_level_values(0).unique()) == ["default world", "paper world", "misleading world",
+                                                              "paper (Taobao)"]
     own = coverage.interest_coverage(dp.load_prepared(tiny_run), cfg.swing, cfg.swing_neighbours, cfg.seed)
     assert table.loc[("default world", "7d"), "top-1"] == own.loc["7d", "top1"]
-    for world in ("default world", "paper world"):  # a larger set never covers less
+    for world in ("default world", "paper world", "misleading world"):  # a larger set never covers less
         col = table.loc[world, "top-1"]
         assert col["next"] <= col["7d"] <= col["7d_swing"]
     assert table.loc[("paper (Taobao)", "next"), "top-1"] == 0.07
+
+
+def test_misleading_world_puts_every_aversion_inside_a_liked_category():
+    world = sim.simulate_world(sim.SimConfig(scale="small", seed=0, world="misleading"))
+    ds, users = world.dataset, world.users
+    gt = ds.ground_truth
+    assert "world='misleading'" in ds.citation and "scope" in gt.columns
+    assert not gt["facet"].str.startswith(("category=", "tier=")).any()
+    liked = users.likes[users.likes["facet"].str.startswith("category=")].groupby("user_id")["facet"].agg(
+        lambda f: "|".join(sorted(x.split("=", 1)[1] for x in f)))
+    assert (gt.groupby("user_id")["scope"].first() == liked.reindex(gt["user_id"].unique())).all()
+    assert not set(zip(gt["user_id"], gt["facet"])) & set(zip(users.likes["user_id"], users.likes["facet"]))
+    # the true dislike is zero outside the liked categories, and the log's negatives follow it
+    dislike = sim.dislike_scores(ds)
+    category = ds.items["category"].to_numpy()
+    for u, scope in gt.groupby("user_id")["scope"].first().items():
+        assert not dislike[u, ~pd.Series(category).isin(scope.split("|")).to_numpy()].any()
+    neg = ds.interactions[ds.interactions["feedback"] == "negative"]
+    assert (dislike[neg["user_id"], neg["item_id"]] > 0).all()  # no unrelated dislike in this world
+    # the same facet outside the scope: an item with it, in a category the user does not like, is not disliked
+    u, facet, scope = gt.iloc[0][["user_id", "facet", "scope"]]
+    column, value = facet.split("=", 1)
+    outside = ds.items[(ds.items[column] == value) & ~ds.items["category"].isin(scope.split("|"))]
+    assert len(outside) and not dislike[u, outside["item_id"]].any()
+    assert sim.negatives_per_user(ds) == pytest.approx(sim.WORLDS["misleading"]["target_negatives_per_user"], rel=0.25)
+
+
+def test_the_response_model_agrees_with_dislike_scores_in_a_scoped_world():
+    world = sim.simulate_world(sim.SimConfig(scale="tiny", seed=0, world="misleading"))
+    n_users, n_items = world.config.n_users, world.config.n_items
+    user, item = (a.ravel() for a in np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij"))
+    resp = sim.response(user, item, world.users, world.catalogue, world.config, click_scale=1.0)
+    dislike = sim.dislike_scores(world.dataset)[user, item]
+    assert ((resp.p_neg > 0) == (dislike > 0)).all()

@@ -37,7 +37,8 @@ class Dataset:
 
     `ground_truth` is a DataFrame of the users' true negative interests ("aversion facets"):
     columns `user_id`, `rank` (0 = strongest), `facet` (e.g. "material=leather", as produced by
-    `item_facets`), `strength` (> 0).
+    `item_facets`), `strength` (> 0), and in a world whose aversions apply only inside some categories
+    (`simulate.AVERSION_SCOPES`) `scope`: those categories, "|"-joined.
     """
 
     name: str

@@ -19,6 +19,9 @@ phenomena, with the users' true negative interests known exactly:
 
 The true dislike of user u for item i is the sum of the strengths of u's aversion facets that i has
 (`dislike_scores`); the negative-feedback probability is proportional to it, so the ground truth is exact.
+In the "misleading" world (`aversion_scope="liked_categories"`) an aversion counts only inside the categories
+the user likes: the user clicks footwear and dismisses bulky footwear, so the positives point at where the
+negatives are and at items that look like them.
 
 `simulate_world` returns the same dataset together with the hidden platform state at a chosen day, so
 that `conrec_lib.evaluation.ab_test` can run the platform on from there (`slate_weights`, `race_keys`, `top_slates`,
@@ -92,6 +95,11 @@ N_AVERSIONS_P = (0.25, 0.35, 0.25, 0.15)  # P(1), P(2), P(3), P(4) aversion face
 KIND_SETS = {"mixed": AVERSION_KINDS,
              "attributes": {"style": 0.25, "material": 0.25, "color": 0.25, "feature": 0.25}}
 MAX_AVERSIONS = 12
+# Where a user's aversions apply (`SimConfig.aversion_scope`): "anywhere" (a "bulky" aversion covers every bulky
+# item) or "liked_categories" (only inside the categories the user likes, as in the paper's Figure 1: a user who
+# buys footwear but dismisses bulky footwear). There the positive history points at the very categories whose
+# other items the user dismisses: it can mislead a model that reads "clicked" as "like this".
+AVERSION_SCOPES = ("anywhere", "liked_categories")
 # Named worlds: the values of the world-level SimConfig fields left None. "default" is the tutorial's world
 # (bit for bit the one before these fields existed); "paper" is calibrated towards the paper's coverage of
 # negative interests by benchmarks/calibrate_world.py (docs/calibration.md).
@@ -100,7 +108,14 @@ WORLDS = {
                     target_negatives_per_user=None),
     "paper": dict(n_aversions=(8, 12), aversion_kinds="mixed", unrelated_dislike=0.15,
                   target_negatives_per_user=10.0),
+    # aversions on attributes inside the liked categories (AVERSION_SCOPES). Measured (seed 0, default scale): with
+    # the default world's 1-4 aversions such a world logs at most 6.2 negatives per user (neg_propensity 1: the
+    # platform hides a category's items sharing an attribute with a dismissed one for suppression_days); 4-8 give 11.6 at most,
+    # so the preset takes 4-8 and the paper world's 10 negatives per user
+    "misleading": dict(n_aversions=(4, 8), aversion_kinds="attributes", unrelated_dislike=0.0,
+                       target_negatives_per_user=10.0, aversion_scope="liked_categories"),
 }
+WORLD_DEFAULTS = {"aversion_scope": "anywhere"}  # world fields a preset may leave out
 PILOT_USERS = 150  # users of the pilot worlds that tune neg_propensity (tuned_propensity)
 TUNING_STEPS = 7  # bisection steps over log(neg_propensity) in [1e-3, 1]: about 5% precision
 
@@ -162,6 +177,7 @@ class SimConfig:
     # any aversion (in aversion-strength units, 0.3-1.0 each); it does not damp clicks
     target_negatives_per_user: Optional[float] = None  # set: neg_propensity is re-tuned to give about this
     # many negatives per user (`tuned_propensity`, done by simulate_world); default world: off (19.7 measured)
+    aversion_scope: Optional[str] = None  # anywhere | liked_categories (AVERSION_SCOPES); default: anywhere
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -172,7 +188,7 @@ class SimConfig:
                 setattr(self, name, value)
         if self.world not in WORLDS:
             raise ValueError(f"SimConfig.world={self.world!r} is not known; use one of {list(WORLDS)}")
-        for name, value in WORLDS[self.world].items():
+        for name, value in {**WORLD_DEFAULTS, **WORLDS[self.world]}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self.n_aversions = tuple(self.n_aversions)
@@ -224,6 +240,13 @@ class SimConfig:
         if not 0 <= self.unrelated_dislike <= 2:
             raise ValueError(f"SimConfig.unrelated_dislike={self.unrelated_dislike}: set it within [0, 2] "
                              "(0: every negative comes from an aversion)")
+        if self.aversion_scope not in AVERSION_SCOPES:
+            raise ValueError(f"SimConfig.aversion_scope={self.aversion_scope!r} is not known; use one of "
+                             f"{list(AVERSION_SCOPES)}")
+        if self.aversion_scope == "liked_categories" and self.aversion_kinds != "attributes":
+            raise ValueError(f"SimConfig.aversion_scope='liked_categories' with aversion_kinds="
+                             f"{self.aversion_kinds!r}: aversions inside liked categories must be on attributes; "
+                             "set aversion_kinds='attributes'")
         target = self.target_negatives_per_user
         if target is not None and not 0.5 <= target <= 0.5 * self.n_days * self.slate_size:
             raise ValueError(f"SimConfig.target_negatives_per_user={target}: set None (keep neg_propensity) or a "
@@ -328,6 +351,7 @@ class Users(NamedTuple):
     affinity: np.ndarray  # (U, F) float32 like weight per facet
     activity: np.ndarray  # (U,) probability of being active on a day
     vocal: np.ndarray  # (U,) multiplier of the "not interested" propensity (mean 1)
+    scope: Optional[np.ndarray] = None  # (U, C) 1 where the user's aversions apply, C in CATEGORIES order; None: anywhere
 
 
 def _facet_prior(cat: Catalogue, exponent: float, rng: np.random.Generator) -> dict[str, pd.Series]:
@@ -349,16 +373,20 @@ def _facet_prior(cat: Catalogue, exponent: float, rng: np.random.Generator) -> d
     return prior
 
 
+def category_codes(items: pd.DataFrame) -> np.ndarray:
+    """(I,) each item's category as its position in CATEGORIES."""
+    return pd.Categorical(items["category"], categories=list(CATEGORIES)).codes.astype(np.int64)
+
+
 def _category_onehot(items: pd.DataFrame) -> np.ndarray:
     """(I, C) float32 one-hot of the item's category, in CATEGORIES order."""
-    codes = pd.Categorical(items["category"], categories=list(CATEGORIES)).codes
-    return np.eye(len(CATEGORIES), dtype=np.float32)[codes]
+    return np.eye(len(CATEGORIES), dtype=np.float32)[category_codes(items)]
 
 
 def _draw_aversions(prior: dict, count_p: np.ndarray, kinds: dict[str, float],
                     rng: np.random.Generator) -> list[str]:
     """Distinct aversion facets of one user (how many: `count_p`; of which kinds: `kinds`), strongest first."""
-    n = rng.choice(len(count_p), p=count_p) + 1
+    n = min(rng.choice(len(count_p), p=count_p) + 1, sum(len(prior[k]) for k in kinds))
     chosen: list[str] = []
     while len(chosen) < n:
         kind = rng.choice(list(kinds), p=list(kinds.values()))
@@ -379,29 +407,63 @@ def _draw_likes(facets: list[str], avoid: set[str], rng: np.random.Generator) ->
     return likes
 
 
+def _prior_within(prior: dict[str, pd.Series], kinds: dict[str, float], allowed: set[str]
+                  ) -> tuple[dict[str, pd.Series], dict[str, float]]:
+    """`prior` and `kinds` restricted to the facets in `allowed` (renormalised; kinds left empty dropped)."""
+    kept = {k: prior[k][prior[k].index.isin(allowed)] for k in kinds}
+    kept = {k: p / p.sum() for k, p in kept.items() if len(p) and p.sum() > 0}
+    weights = {k: kinds[k] for k in kept}
+    total = sum(weights.values())
+    return kept, {k: w / total for k, w in weights.items()}
+
+
+def _scoped_user(prior: dict, count_p: np.ndarray, kinds: dict[str, float], cat: Catalogue,
+                 facets_of: dict[str, set[str]], rng: np.random.Generator) -> tuple[list[str], dict[str, float], list[str]]:
+    """aversion_scope="liked_categories": likes first, then aversions among the attribute values that occur in the
+    liked categories (none of them a liked attribute). Returns aversions, likes and the liked categories."""
+    likes = _draw_likes(cat.facets, set(), rng)
+    liked_cats = [f.split("=", 1)[1] for f in likes if f.startswith("category=")]
+    allowed = set().union(*(facets_of[c] for c in liked_cats)) - set(likes)
+    within, within_kinds = _prior_within(prior, kinds, allowed)
+    return _draw_aversions(within, count_p, within_kinds, rng), likes, liked_cats
+
+
 def make_users(cfg: SimConfig, cat: Catalogue, rng: np.random.Generator) -> Users:
-    """Latent users: aversions from a shared skewed prior, likes that never contradict them."""
+    """Latent users: aversions from a shared skewed prior, likes that never contradict them.
+
+    With `aversion_scope="liked_categories"` each aversion applies only inside the user's liked categories
+    (`Users.scope`; the ground truth's `scope` column names them)."""
     prior = _facet_prior(cat, cfg.aversion_concentration, rng)
     col = {f: j for j, f in enumerate(cat.facets)}
     dislike = np.zeros((cfg.n_users, len(cat.facets)), np.float32)
     affinity = np.zeros_like(dislike)
     aversion_rows, like_rows = [], []
     count_p, kinds = cfg.aversion_count_p(), KIND_SETS[cfg.aversion_kinds]
+    scoped = cfg.aversion_scope == "liked_categories"
+    scope = np.zeros((cfg.n_users, len(CATEGORIES)), np.float32) if scoped else None
+    facets_of = {c: {f for f, has in zip(cat.facets, cat.facet_matrix[(cat.items["category"] == c).to_numpy()].any(0))
+                     if has and not f.startswith("category=")} for c in CATEGORIES} if scoped else {}
     for u in range(cfg.n_users):
-        aversions = _draw_aversions(prior, count_p, kinds, rng)
+        if scoped:
+            aversions, likes, liked_cats = _scoped_user(prior, count_p, kinds, cat, facets_of, rng)
+            scope[u, [list(CATEGORIES).index(c) for c in liked_cats]] = 1.0
+            where = ("|".join(sorted(liked_cats)),)
+        else:
+            aversions, where = _draw_aversions(prior, count_p, kinds, rng), ()
         strengths = np.sort(rng.uniform(0.3, 1.0, len(aversions)))[::-1]
         for rank, (facet, s) in enumerate(zip(aversions, strengths)):
-            aversion_rows.append((u, rank, facet, float(s)))
+            aversion_rows.append((u, rank, facet, float(s), *where))
             dislike[u, col[facet]] = s
-        for facet, w in _draw_likes(cat.facets, set(aversions), rng).items():
+        for facet, w in (likes if scoped else _draw_likes(cat.facets, set(aversions), rng)).items():
             like_rows.append((u, facet, w))
             affinity[u, col[facet]] = w
     a = cfg.activity
     activity = rng.beta(8 * a, 8 * (1 - a) + 1e-3, cfg.n_users) if a < 1 else np.ones(cfg.n_users)
     vocal = rng.gamma(VOCAL_SHAPE, 1 / VOCAL_SHAPE, cfg.n_users)  # a few users almost never say "not interested"
-    return Users(pd.DataFrame(aversion_rows, columns=["user_id", "rank", "facet", "strength"]),
+    columns = ["user_id", "rank", "facet", "strength", *(["scope"] if scoped else [])]
+    return Users(pd.DataFrame(aversion_rows, columns=columns),
                  pd.DataFrame(like_rows, columns=["user_id", "facet", "weight"]),
-                 dislike, affinity, activity, vocal)
+                 dislike, affinity, activity, vocal, scope)
 
 
 # --- the platform, day by day ----------------------------------------------------------------------
@@ -527,6 +589,8 @@ def response(user: np.ndarray, item: np.ndarray, users: Users, cat: Catalogue, c
     """
     f = cat.facet_matrix[item]  # (E, F)
     dislike = (users.dislike[user] * f).sum(axis=1)  # (E,)
+    if users.scope is not None:  # aversions only inside the user's liked categories
+        dislike = dislike * users.scope[user, category_codes(cat.items)[item]]
     affinity = (users.affinity[user] * f).sum(axis=1)
     dismiss = dislike + np.float32(cfg.unrelated_dislike) if cfg.unrelated_dislike > 0 else dislike
     p_neg = np.minimum(cfg.neg_propensity * users.vocal[user] * dismiss, MAX_PROB)
@@ -723,7 +787,15 @@ def dislike_scores(ds: data.Dataset) -> np.ndarray:
         has[i, [col[f] for f in fs]] = 1.0
     strength = np.zeros((int(gt["user_id"].max()) + 1, len(facets)))  # (U, F)
     strength[gt["user_id"].to_numpy(), gt["facet"].map(col).to_numpy()] = gt["strength"].to_numpy()
-    return strength @ has.T
+    scores = strength @ has.T
+    if "scope" in gt.columns:  # aversion_scope="liked_categories": only inside the categories each row names
+        scope = gt.groupby("user_id")["scope"].first()
+        inside = np.zeros_like(scores, dtype=bool)
+        category = ds.items["category"].to_numpy()
+        for u, cats in scope.items():
+            inside[int(u)] = np.isin(category, cats.split("|"))
+        scores = scores * inside
+    return scores
 
 
 def top_interests(ds: data.Dataset, k: int) -> dict[int, list[str]]:
