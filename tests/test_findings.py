@@ -49,11 +49,11 @@ def test_notebook_03_findings_follow_the_numbers():
     m = bias_metrics()
     assert all(positivity_bias.findings(m).as_dict().values())
     m["neg_pos"]["diagnostics"]["context_gain_ci95"] = [0.01, 0.05]  # this model reads the user
-    m["attention"]["neg_pos"]["positive"] = 0.29  # within 0.05 of the negative section: not "more"
+    m["attention"]["neg_pos"]["positive"] = 0.66  # within 0.05 of its token share: not "less"
     answers = positivity_bias.findings(m).as_dict()
     assert [q for q, a in answers.items() if not a] == [
         "Does the 95% interval of both models' context gain include 0 (they do not read the user)?",
-        "Does the positive section take more of the last position's attention than the negative section?"]
+        "Does the positive section take less of the last position's attention than its share of the tokens?"]
 
 
 def test_notebook_04_findings_follow_the_numbers():

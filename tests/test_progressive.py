@@ -40,6 +40,10 @@ def test_dose_table_measures_each_dose_against_none():
             for k, f in ((0, 0.30), (5, 0.29), (20, 0.25))]
     table = progressive.dose_table({"positives_dose": rows})
     assert table["FHR@20 vs none"].round(3).tolist() == [0.0, -0.01, -0.05]
+    assert "95% CI" not in table  # metrics written before the dose had intervals
+    rows[1]["fhr_vs_none_ci95"], rows[2]["fhr_vs_none_ci95"] = [-0.03, 0.01], [-0.08, -0.02]
+    assert progressive.dose_table({"positives_dose": rows})["95% CI"].tolist() == [
+        "", "[-0.030, +0.010]", "[-0.080, -0.020]"]
     assert progressive.dose_table({}).empty
 
 
@@ -82,6 +86,9 @@ def test_tiny_stage_runs_end_to_end_and_writes_metrics_last(tiny_run, tiny_model
     # the dose: no positives is notebook 04's prompt, so the same model on the same rows scores as 04 measured it
     assert [(r["positives"], r["n_rows"]) for r in saved["positives_dose"]] == [(0, 4), (2, 4)]
     assert saved["positives_dose"][0]["FHR@20"] == run.metrics(cd.STAGE)["with_alignment"]["FHR@20"]
+    lo, hi = saved["positives_dose"][1]["fhr_vs_none_ci95"]  # paired over the same 4 rows
+    change = saved["positives_dose"][1]["FHR@20"] - saved["positives_dose"][0]["FHR@20"]
+    assert "fhr_vs_none_ci95" not in saved["positives_dose"][0] and lo <= change <= hi
     assert progressive.load_bundle(run).sid_token_ids == result.bundle.sid_token_ids
     # what notebook 05 shows, read from the same metrics
     saved = runs.read_json(run.root / progressive.STAGE / "metrics.json")  # (the rows above lost their "row")

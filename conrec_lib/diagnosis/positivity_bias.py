@@ -508,9 +508,9 @@ def findings(metrics_: dict) -> findings_.Findings:
          findings_.entirely_below(drop_ci["FHR@20"], paper_drop)),
         ("Do both stay below the most-disliked list's FHR@20 by more than 0.05?",
          all(findings_.below(m["FHR@20"], metrics_["popularity"]["FHR@20"], 0.05) for m in models)),
-        ("Does the positive section take more of the last position's attention than the negative section?",
-         findings_.above(attention["positive"], attention["negative"], 0.05)),
-        ("Does it take less of the attention than its share of the prompt's tokens?",
+        # which section takes more of the attention differs between CPUs (positive 0.30 vs negative 0.17 on one,
+        # 0.13 vs 0.37 on another, same seed): only the comparison with the token shares holds on both
+        ("Does the positive section take less of the last position's attention than its share of the tokens?",
          findings_.below(attention["positive"], attention["positive_tokens"], 0.05)))
 
 

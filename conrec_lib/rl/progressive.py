@@ -208,12 +208,16 @@ def evaluate_policy(bundle: ModelBundle, ctx: Context, prompt: PromptConfig, cfg
 def positives_dose(bundle: ModelBundle, ctx: Context, cfg: ProgressiveConfig, progress: bool) -> list[dict]:
     """The paper's positivity bias as a dose: the model's metrics on the all-negatives prompt with the `k` most recent
     positives added, for each k in `cfg.dose_positives` (k = 0: the stage-2 prompt), on `cfg.n_dose_eval` test rows."""
-    rows = []
+    rows, hits = [], {}
     for k in cfg.dose_positives:
         prompt = PromptConfig(include_positives=True, max_positives=k) if k else PromptConfig()
         result = recommend.evaluate_model(bundle, ctx.prepared, ctx.tokenized, prompt, max_examples=cfg.n_dose_eval,
                                           seed=cfg.seed, progress=progress)
-        rows.append({"positives": k, **{key: result.metrics[key] for key in REC_KEYS}, "n_rows": len(result.examples)})
+        hits[k] = metrics.row_hits(result.predictions, result.examples)
+        row = {"positives": k, **{key: result.metrics[key] for key in REC_KEYS}, "n_rows": len(result.examples)}
+        if k and 0 in hits and len(hits[0]) == len(hits[k]):  # the same test rows: a paired interval of the change
+            row["fhr_vs_none_ci95"] = list(metrics.paired_bootstrap(hits[k], hits[0], seed=cfg.seed))
+        rows.append(row)
     return rows
 
 
@@ -437,6 +441,9 @@ def dose_table(m: dict) -> pd.DataFrame:
     table = pd.DataFrame(m["positives_dose"]).set_index("positives")
     if 0 in table.index:
         table["FHR@20 vs none"] = table["FHR@20"] - table.loc[0, "FHR@20"]
+    if "fhr_vs_none_ci95" in table:
+        table["95% CI"] = [f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if isinstance(ci, list) else ""
+                           for ci in table.pop("fhr_vs_none_ci95")]
     return table
 
 
