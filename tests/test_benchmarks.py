@@ -43,6 +43,27 @@ def test_collect_only_reads_each_seed_and_summarises_mean_and_spread(bench, tmp_
     assert s["seconds"] is None  # nothing was run
 
 
+def test_another_world_has_its_own_run_folders_and_collects_its_findings(bench, tmp_path):
+    run = fake_run(tmp_path, 0, 0.28, [0.9, 1.05])
+    run = run.rename(tmp_path / bench.run_name("smoke", 0, "misleading"))
+    assert run.name == "misleading-smoke-seed0" and bench.run_name("smoke", 0, "default") == "smoke-seed0"
+    dose = [{"positives": 0, "FHR@20": 0.35, "n_rows": 9, "HR@20": 0.1},
+            {"positives": 5, "FHR@20": 0.28, "n_rows": 9, "fhr_vs_none_ci95": [-0.09, -0.05]}]
+    (run / "05_progressive_grpo").mkdir()
+    (run / "05_progressive_grpo" / "metrics.json").write_text(json.dumps({"positives_dose": dose}))
+    out = tmp_path / "result.json"
+    result = bench.main(["--seeds", "0", "--profile", "smoke", "--run-root", str(tmp_path), "--collect-only",
+                         "--world", "misleading", "--out", str(out)])
+    seed = result["per_seed"]["0"]
+    assert result["world"] == "misleading"
+    assert seed["positives_dose"] == [{"positives": 0, "FHR@20": 0.35, "fhr_vs_none_ci95": None, "n_rows": 9},
+                                      {"positives": 5, "FHR@20": 0.28, "fhr_vs_none_ci95": [-0.09, -0.05],
+                                       "n_rows": 9}]
+    assert seed["lcrec_positives_fhr_drop"] is None  # notebook 03 did not run in this fake folder
+    with pytest.raises(SystemExit):
+        bench.main(["--world", "nope", "--collect-only", "--run-root", str(tmp_path)])
+
+
 def test_a_missing_run_folder_names_the_folder_and_what_to_do(bench, tmp_path):
     with pytest.raises(FileNotFoundError, match="notebook 06 has not finished.*without --collect-only"):
         bench.main(["--seeds", "5", "--profile", "smoke", "--run-root", str(tmp_path), "--collect-only",
