@@ -113,6 +113,18 @@ def test_notebook_01_chooses_the_world_and_shows_both_side_by_side():
     assert table.loc["paper (Taobao)", "top-1 (next negative)"] == 0.07
 
 
+def test_notebook_03_world_parameter_checks_the_world_notebook_01_prepared(tiny_run):
+    from conrec_lib.data import dataprep as dp
+
+    held = dp.load_config(tiny_run).world
+    assert dp.require_world(tiny_run) == held == dp.require_world(tiny_run, held)
+    other = next(w for w in sim.WORLDS if w != held)
+    with pytest.raises(ValueError, match=f"WORLD='{other}', but .* holds the '{held}' world.*run notebook 01"):
+        dp.require_world(tiny_run, other)
+    with pytest.raises(ValueError, match="WORLD='nope' is not known"):
+        dp.require_world(tiny_run, "nope")
+
+
 def test_notebook_03_coverage_in_both_worlds_matches_part_1_on_the_runs_own_world(tiny_run):
     import conrec_lib.diagnosis.positivity_bias as pb
     from conrec_lib.data import dataprep as dp
@@ -162,3 +174,11 @@ def test_the_response_model_agrees_with_dislike_scores_in_a_scoped_world():
     resp = sim.response(user, item, world.users, world.catalogue, world.config, click_scale=1.0)
     dislike = sim.dislike_scores(world.dataset)[user, item]
     assert ((resp.p_neg > 0) == (dislike > 0)).all()
+
+
+def test_run_p_world_reaches_notebooks_01_and_03_only():
+    from conrec_lib import tutorial
+
+    overrides = tutorial.cli_overrides([("WORLD", "paper")], tutorial.select(None))
+    assert {stem for stem, values in overrides.items() if values} == {"01_data_exploration", "03_positivity_bias"}
+    assert overrides["03_positivity_bias"] == {"WORLD": "paper"}

@@ -89,6 +89,21 @@ def load_config(run: runs.Run) -> DataConfig:
     return configs.read(DataConfig, run.require(STAGE) / "config.json")
 
 
+def require_world(run: runs.Run, world: str = "") -> str:
+    """The simulated world notebook 01 wrote into `run` ("" for a real dataset). With `world` named, stop unless `run`
+    holds that world: a later notebook cannot change the world, only notebook 01 can."""
+    cfg = load_config(run)
+    found = cfg.world if cfg.dataset == "simulated" else ""
+    if world and world not in simulate.WORLDS:
+        raise ValueError(f"WORLD={world!r} is not known; use one of {list(simulate.WORLDS)}, or '' for the world "
+                         f"that notebook 01 prepared")
+    if world and world != found:
+        held = f"the {found!r} world" if found else f"the {cfg.dataset!r} dataset, not a simulated world"
+        raise ValueError(f"WORLD={world!r}, but {runs.shown(run.root)} holds {held} (notebook 01's config.json); "
+                         f"run notebook 01 with WORLD={world!r} into this RUN_DIR first, or leave WORLD=''")
+    return found
+
+
 def load_prepared(run: runs.Run) -> PreparedData:
     """The dataset and split that notebook 01 wrote into `run` (errors name the notebook to run)."""
     stage = run.require(STAGE)
