@@ -7,7 +7,9 @@ log(n_items), a uniform guess. This script splits that mean on all test rows of 
   give them mass; many were released late) against the rest;
 - the same split for a popularity prior over the training negatives (add-one smoothed: every item keeps some mass);
 - the model's loss on a sample of its own **training** examples, early and late windows, to tell memorisation from
-  a shift between the training windows and the test window.
+  a shift between the training windows and the test window, beside the popularity prior's on the same examples;
+- a **calibration** check: the softmax temperature that minimises the loss on the latest training windows (a grid),
+  and the test loss at it. A best temperature near 1 says the loss is not over-confidence but missing knowledge.
 
     .venv/bin/python benchmarks/nll_breakdown.py                    # runs/tutorial, ~1 min on a 2-core CPU
     .venv/bin/python benchmarks/nll_breakdown.py --run-dir runs/bench/tutorial-seed1
@@ -25,6 +27,7 @@ import pandas as pd
 
 RESULTS = Path(__file__).parent / "results" / "nll_breakdown.json"
 N_TRAIN_SAMPLE = 600  # training examples whose loss is measured
+TEMPERATURES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0)  # the calibration grid
 
 
 def popularity_nll(prepared, targets: np.ndarray, before_ts: int) -> np.ndarray:
@@ -61,6 +64,21 @@ def breakdown(nll: np.ndarray, rows: pd.DataFrame, prepared) -> dict:
             "model_quantiles_10_50_90": [round(float(q), 2) for q in np.quantile(nll, [0.1, 0.5, 0.9])]}
 
 
+def calibration(bundle, held_out, examples, rows, table) -> dict:
+    """The loss at every temperature of TEMPERATURES on the `held_out` training examples (the latest windows, the
+    nearest the test window) and on the test rows; the temperature the held-out examples pick, and its test loss."""
+    from conrec_lib.llm import diagnostics
+
+    prompts, sids = [e.prompt for e in examples], [table.sid_of(int(i)) for i in rows["next_negative"]]
+    held = {t: float(diagnostics.item_nll(bundle, [e.prompt for e in held_out], [e.completion for e in held_out],
+                                          temperature=t).mean()) for t in TEMPERATURES}
+    test = {t: float(diagnostics.item_nll(bundle, prompts, sids, temperature=t).mean()) for t in TEMPERATURES}
+    best = min(held, key=held.get)
+    return {"n_held_out": len(held_out), "held_out_by_temperature": {str(t): round(v, 3) for t, v in held.items()},
+            "test_by_temperature": {str(t): round(v, 3) for t, v in test.items()},
+            "best_temperature": best, "test_at_best_temperature": round(test[best], 3)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/tutorial")
@@ -91,9 +109,13 @@ def main(argv=None) -> dict:
     train_nll = diagnostics.item_nll(bundle, [e.prompt for e in sample], [e.completion for e in sample])
     cut = np.array([e.cutoff_ts for e in sample])
     late = cut >= np.quantile(cut, 0.75)
+    prior = np.concatenate([popularity_nll(prepared, np.array([e.target_item]), e.cutoff_ts) for e in sample])
     result["train"] = {"n_examples": N_TRAIN_SAMPLE, "of": len(warmup), "model": round(float(train_nll.mean()), 3),
                        "latest_quarter_of_windows": round(float(train_nll[late].mean()), 3),
-                       "earlier_windows": round(float(train_nll[~late].mean()), 3)}
+                       "earlier_windows": round(float(train_nll[~late].mean()), 3),
+                       "popularity_prior": round(float(prior.mean()), 3)}
+    result["calibration"] = calibration(bundle, [e for e, is_late in zip(sample, late) if is_late], examples, rows,
+                                        table)
     print(json.dumps(result, indent=1))
     out = args.out or (RESULTS if args.run_dir == "runs/tutorial" else None)
     if out is not None:

@@ -140,3 +140,24 @@ def test_nll_breakdown_splits_the_loss_by_targets_never_seen_as_training_negativ
     top, rare = int(counts.index[0]), int(counts.index[-1])
     assert bench.popularity_nll(prepared, np.array([top]), rows["cutoff_ts"].min())[0] <= \
         bench.popularity_nll(prepared, np.array([rare]), rows["cutoff_ts"].min())[0]
+
+
+def test_nll_breakdown_calibration_picks_the_temperature_of_the_held_out_examples(tiny_prepared):
+    import pandas as pd
+    from conrec_lib.llm import model, tasks
+    from conrec_lib.llm.prompts import PromptConfig
+
+    bench = load_script("nll_breakdown")
+    prepared, tokenized = tiny_prepared
+    table = tokenized.sids.table
+    train = tasks.next_negative_examples(prepared, table, PromptConfig(), "train")[:6]
+    test = tasks.next_negative_examples(prepared, table, PromptConfig(), "test")[:6]
+    bundle = model.load_model(model.ModelConfig(device="cpu", lora=False, sid_init="mean", hidden_size=32,
+                                                num_layers=1, num_heads=2, intermediate_size=64),
+                              table.vocabulary(), [e.prompt for e in train])
+    rows = pd.DataFrame({"next_negative": [e.target_item for e in test]})
+    out = bench.calibration(bundle, train, test, rows, table)
+    held = {float(t): v for t, v in out["held_out_by_temperature"].items()}
+    assert set(held) == set(bench.TEMPERATURES) and out["n_held_out"] == 6
+    assert held[out["best_temperature"]] == min(held.values())
+    assert out["test_at_best_temperature"] == out["test_by_temperature"][str(out["best_temperature"])]

@@ -30,6 +30,19 @@ def test_valid_mass_is_exact_sum_over_all_sids(setup):
     assert mass == pytest.approx(np.prod(shares), rel=1e-4)  # the levels' shares multiply to the whole
 
 
+def test_temperature_divides_the_logits(setup):
+    prepared, tokenized, bundle, examples = setup
+    p, c = [e.prompt for e in examples[:4]], [e.completion for e in examples[:4]]
+    assert np.allclose(diag.item_nll(bundle, p, c, temperature=1.0), diag.item_nll(bundle, p, c))
+    hot, cold = diag.item_nll(bundle, p, c, temperature=50.0), diag.item_nll(bundle, p, c, temperature=0.5)
+    assert not np.allclose(cold, diag.item_nll(bundle, p, c))
+    # a very high temperature flattens the softmax: each SID token costs about log(vocabulary size)
+    n_tokens = np.array([len(bundle.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in c])
+    assert np.allclose(hot, n_tokens * math.log(len(bundle.tokenizer)), rtol=0.1)
+    with pytest.raises(ValueError, match="temperature=0"):
+        diag.item_nll(bundle, p, c, temperature=0)
+
+
 def test_training_raises_valid_mass_and_lowers_nll(setup):
     prepared, tokenized, _, examples = setup
     table = tokenized.sids.table

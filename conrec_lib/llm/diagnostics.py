@@ -82,15 +82,19 @@ class Diagnostics:
 # --- probabilities ------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def item_nll(bundle: ModelBundle, prompts: Sequence[str], sids: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """(N,) -log p(sid | prompt) in nats under the plain softmax over the vocabulary (no trie, no EOS)."""
+def item_nll(bundle: ModelBundle, prompts: Sequence[str], sids: Sequence[str], batch_size: int = 32,
+             temperature: float = 1.0) -> np.ndarray:
+    """(N,) -log p(sid | prompt) in nats under the plain softmax over the vocabulary (no trie, no EOS), of the
+    logits divided by `temperature` (1: the model as it is; a calibration check fits it on held-out examples)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: must be > 0")
     tok, out = bundle.tokenizer, []
     with decoding.eval_mode(bundle.model):
         for start in range(0, len(prompts), batch_size):
             p = [encode_prompt(tok, x) for x in prompts[start:start + batch_size]]
             c = [encode_completion(tok, s) for s in sids[start:start + batch_size]]
             logits = decoding.completion_logits(bundle.model, p, c)
-            logp = torch.log_softmax(logits.logits, -1).gather(2, logits.targets[..., None]).squeeze(-1)
+            logp = torch.log_softmax(logits.logits / temperature, -1).gather(2, logits.targets[..., None]).squeeze(-1)
             out.append((-(logp * logits.mask).sum(1)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
