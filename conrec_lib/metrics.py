@@ -127,25 +127,27 @@ def longtail_item_fhr(predictions: Sequence[Sequence[int]], future_negatives: Se
     return future_hit_rate([predictions[n] for n in keep], [targets[n] for n in keep], k)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1; an all-zero row stays zero (cosine 0 with everything)."""
     x = np.asarray(x, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def candidate_scores(pred_embeddings: np.ndarray, candidate_embeddings: np.ndarray) -> np.ndarray:
+def candidate_scores(pred_embeddings: np.ndarray, candidate_embeddings: np.ndarray, unit: bool = False) -> np.ndarray:
     """Score of each candidate: its max cosine similarity to the predicted set (the deployment rule).
 
-    An empty predicted set scores every candidate -inf (all tied).
+    An empty predicted set scores every candidate -inf (all tied). `unit=True`: both are rows of `unit_rows`
+    already (a catalogue normalised once for many predicted sets; the scores are the same to the last bit).
 
     >>> candidate_scores(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 1.0]])).round(3).tolist()
     [1.0, 0.0]
     """
-    cands = _unit_rows(np.atleast_2d(candidate_embeddings))  # (C, D)
+    scale = (lambda x: np.asarray(x, dtype=np.float64)) if unit else unit_rows
+    cands = scale(np.atleast_2d(candidate_embeddings))  # (C, D)
     if len(pred_embeddings) == 0:
         return np.full(len(cands), -np.inf)
-    preds = _unit_rows(np.atleast_2d(pred_embeddings))  # (P, D)
+    preds = scale(np.atleast_2d(pred_embeddings))  # (P, D)
     return (cands @ preds.T).max(axis=1)  # (C,)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conrec_lib import metrics
 from conrec_lib.evaluation import deployment as dep
 from conrec_lib.data import simulate as sim
 from conrec_lib.data import splits
@@ -54,6 +55,10 @@ def test_item_mask_agrees_with_the_per_candidate_rule():
     assert mask.shape == (3, 30) and not mask[1].any()
     for u, pred in enumerate(preds):
         np.testing.assert_array_equal(mask[u], dep.filtered_flags(pred, range(30), emb, 0.3))
+    # the catalogue normalised once gives the scores of normalising per call, to the last bit
+    unit = metrics.unit_rows(emb)
+    for pred in preds[::2]:
+        assert np.array_equal(dep.max_cosine(unit[pred], unit, unit=True), dep.max_cosine(emb[pred], emb))
 
 
 def test_curve_on_a_hand_example():

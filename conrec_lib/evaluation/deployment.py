@@ -52,13 +52,13 @@ class Filtered(NamedTuple):
     filtered: list[int]
 
 
-def max_cosine(predicted_embeddings: np.ndarray, candidate_embeddings: np.ndarray) -> np.ndarray:
+def max_cosine(predicted_embeddings: np.ndarray, candidate_embeddings: np.ndarray, unit: bool = False) -> np.ndarray:
     """`metrics.candidate_scores` clipped to [-1, 1], so rounding never lifts an identical item above theta = 1.
 
     >>> max_cosine(np.array([[0.1, 0.3]]), np.array([[0.1, 0.3], [0.3, -0.1]])).round(6).tolist()
     [1.0, 0.0]
     """
-    return np.clip(metrics.candidate_scores(predicted_embeddings, candidate_embeddings), -1.0, 1.0)
+    return np.clip(metrics.candidate_scores(predicted_embeddings, candidate_embeddings, unit), -1.0, 1.0)
 
 
 def filtered_flags(predicted: Sequence[int], candidates: Sequence[int], embeddings: np.ndarray,
@@ -105,10 +105,11 @@ def item_mask(predicted: Sequence[Sequence[int]], embeddings: np.ndarray, cfg: F
     [[1, 1, 0], [0, 0, 0], [0, 1, 1]]
     """
     mask = np.zeros((len(predicted), len(embeddings)), bool)
+    unit = metrics.unit_rows(embeddings)  # the catalogue normalised once, not once per user
     for u, pred in enumerate(predicted):
         pred = [int(i) for i in pred[:cfg.k]]
         if pred:
-            mask[u] = max_cosine(embeddings[pred], embeddings) > cfg.theta  # (I,): the one rule, filtered_flags's
+            mask[u] = max_cosine(unit[pred], unit, unit=True) > cfg.theta  # (I,): the one rule, filtered_flags's
     return mask
 
 
