@@ -1,9 +1,14 @@
-"""Where code runs: the torch device, how many CPU threads a block may use, a block's own seeded RNG, and
-transformers kept quiet (its progress bars and notes would flood a notebook's output)."""
+"""Where code runs: the torch device, how many CPU threads a block may use, independent jobs side by side in
+processes, a block's own seeded RNG, and transformers kept quiet (its progress bars and notes would flood a
+notebook's output)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-from typing import Iterator, Optional
+import multiprocessing
+import os
+import pickle
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -36,6 +41,80 @@ def cpu_threads(n: Optional[int]) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
+
+
+WORKERS_ENV = "CONREC_WORKERS"  # set to 1 to run every job in the calling process
+
+
+def job_workers(n_jobs: int, device: Optional[str] = None) -> int:
+    """How many processes `run_jobs` uses: one per CPU core up to `n_jobs`, 1 on a GPU (the jobs would share it)
+    or when the environment variable CONREC_WORKERS says so (it caps the number)."""
+    if resolve_device(device) != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get(WORKERS_ENV, "").strip()
+    if limit:
+        if not limit.isdigit() or int(limit) < 1:
+            raise ValueError(f"{WORKERS_ENV}={limit!r}: use a whole number >= 1 (1: no worker processes)")
+        cores = min(cores, int(limit))
+    return max(1, min(n_jobs, cores))
+
+
+def _job(fn: Callable, threads: Optional[int], args: tuple) -> Any:
+    with cpu_threads(threads):
+        return fn(*args)
+
+
+def _pickled_job(payload: bytes) -> bytes:
+    from conrec_lib import progress
+
+    progress.QUIET = True  # a worker's bars would not reach the notebook
+    return pickle.dumps(_job(*pickle.loads(payload)))
+
+
+def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, workers: int = 1) -> list:
+    """`[fn(*args) for args in jobs]`, each job on `threads` CPU threads; with `workers` > 1, `workers` jobs run
+    side by side: the calling process takes jobs in turn (the first one first, so its progress bars show), and
+    `workers - 1` fresh (spawned) processes take the others. The results come back in the order of `jobs`.
+
+    The small models train on one thread (`cpu_threads`), so a 2-core machine runs two of them in the time of one.
+    Every job must be a pure function of its arguments (its own seeds, no shared state): then a worker computes
+    bit for bit what the calling process would, and the results do not depend on `workers` (tests compare both).
+    The jobs given to workers and their results travel by pickle (`fn` must live in a module); an exception in
+    any job is raised here.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [_job(fn, threads, args) for args in jobs]
+    results: dict[int, Any] = {}
+    waiting = list(range(1, len(jobs)))  # job 0 is the calling process's
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    with concurrent.futures.ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
+        running: dict[concurrent.futures.Future, int] = {}
+
+        def hand_out() -> None:  # keep each worker busy, with one job queued behind the one it runs
+            while waiting and len(running) < 2 * (workers - 1):
+                n = waiting.pop(0)
+                # plain pickle, here and now, between the calling process's own jobs: the pool would pickle in a
+                # thread of its own, with torch's reducers, which move tensors into shared memory under a running
+                # job's feet (measured: NaNs)
+                running[pool.submit(_pickled_job, pickle.dumps((fn, threads, jobs[n])))] = n
+
+        def collect(done) -> None:
+            for future in done:
+                results[running.pop(future)] = pickle.loads(future.result())
+
+        hand_out()
+        mine = 0
+        while True:
+            results[mine] = _job(fn, threads, jobs[mine])
+            collect([f for f in running if f.done()])
+            hand_out()
+            if not waiting:
+                break
+            mine = waiting.pop(0)
+        while running:
+            collect(concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED).done)
+    return [results[n] for n in range(len(jobs))]
 
 
 @contextlib.contextmanager

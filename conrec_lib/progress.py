@@ -11,8 +11,14 @@ import sys
 from tqdm.std import tqdm as _text_tqdm
 
 
+QUIET = False  # True in the worker processes of `hardware.run_jobs`: their bars would not reach the notebook
+
+
 def tqdm(iterable=None, **kwargs):
-    """`tqdm.tqdm` drawn as text on stdout (not stderr: a notebook's stderr is kept for real warnings)."""
+    """`tqdm.tqdm` drawn as text on stdout (not stderr: a notebook's stderr is kept for real warnings); none in a
+    worker process (`QUIET`)."""
+    if QUIET:
+        kwargs["disable"] = True
     kwargs.setdefault("file", sys.stdout)
     kwargs.setdefault("leave", True)
     return _text_tqdm(iterable, **kwargs)

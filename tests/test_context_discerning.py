@@ -1,4 +1,6 @@
 """Notebook 04's stage: task mixing by ratios, warm-up examples, config checks, and a tiny end-to-end run."""
+import json
+import os
 import re
 from collections import Counter
 
@@ -129,3 +131,30 @@ def test_warmup_examples_cover_the_windows_negatives_with_one_prompt_per_row():
         assert len({e.prompt for e in group}) == 1  # one prompt: the user's history before the cutoff
     with pytest.raises(ValueError, match="max_targets"):
         cd.warmup_examples(prepared, table, max_targets=0)
+
+
+def test_the_variants_side_by_side_give_the_numbers_of_one_process(tiny_run, tiny_model_cfg, monkeypatch, tmp_path):
+    import shutil
+
+    import torch
+    from conrec_lib import hardware
+
+    cfg = cd.ContextConfig(model=tiny_model_cfg, sft=SFTConfig(max_steps=3, batch_size=4, warmup_steps=1),
+                           warmup=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1), n_train=12,
+                           n_warmup=8, n_align_eval=8, n_translation_eval=2, n_rec_eval=4)
+    twin = runs.Run.at(tmp_path / "twin")
+    shutil.copytree(tiny_run.root, twin.root)
+    monkeypatch.setenv(hardware.WORKERS_ENV, "1")
+    alone = cd.train_context(cfg, tiny_run, progress=False)
+    monkeypatch.setenv(hardware.WORKERS_ENV, "2")
+    assert hardware.job_workers(2, "cpu") == min(2, len(os.sched_getaffinity(0)))
+    side = cd.train_context(cfg, twin, progress=False)
+
+    def numbers(m):  # as text: NaN (no long-tail users in 4 rows) equals NaN there
+        return json.dumps({v: {k: x for k, x in m[v].items() if "seconds" not in k} for v in cd.VARIANTS},
+                          sort_keys=True)
+
+    assert numbers(side.metrics) == numbers(alone.metrics)
+    for a, b in zip(alone.bundle.model.state_dict().values(), side.bundle.model.state_dict().values()):
+        assert torch.equal(a, b)
+

@@ -170,6 +170,33 @@ def test_diagnose_runs_end_to_end_and_writes_metrics_last(tiny_run):
     assert np.isclose(loaded.coverage.loc["7d", "top1"], result.coverage.loc["7d", "top1"])
 
 
+def test_the_variants_side_by_side_give_the_numbers_and_files_of_one_process(tiny_run, monkeypatch, tmp_path):
+    import json
+    import shutil
+
+    from conrec_lib import hardware
+
+    assert sorted(pb.JOB_ORDER) == sorted(pb.VARIANTS)
+    cfg = pb.BiasConfig(model=ModelConfig(**TINY_MODEL),
+                        sft=SFTConfig(max_steps=3, batch_size=4, warmup_steps=1, log_every=1), prior_steps=2,
+                        max_train_examples=16, max_test_examples=6, attention_prompts=2,
+                        swing=SwingConfig(min_co_users=2), swing_neighbours=3)
+    twin = runs.Run.at(tmp_path / "twin")
+    shutil.copytree(tiny_run.root, twin.root)
+    monkeypatch.setenv(hardware.WORKERS_ENV, "1")
+    alone = pb.diagnose(cfg, tiny_run, progress=False)
+    monkeypatch.setenv(hardware.WORKERS_ENV, "2")
+    side = pb.diagnose(cfg, twin, progress=False)
+
+    def numbers(m):  # as text: NaN equals NaN there
+        return json.dumps({k: v for k, v in m.items() if k != "timings"}, sort_keys=True)
+
+    assert numbers(side.metrics) == numbers(alone.metrics)
+    assert list(side.metrics["timings"]) == list(alone.metrics["timings"])
+    pd.testing.assert_frame_equal(side.predictions, alone.predictions)  # same rows in the same order
+    assert set(side.histories) == set(alone.histories)
+
+
 def test_drop_interval_is_paired_and_brackets_a_clear_drop():
     before = pd.DataFrame({"HR@20": [1.0, 1.0, 0.0, 1.0] * 25})
     assert pb.drop_interval(before, before)["HR@20"] == [0.0, 0.0]  # identical models: no drop, no spread

@@ -119,3 +119,32 @@ def test_example_row_prefers_a_prompt_with_history():
     ctx = progressive.Context(None, None, None, [rows] * 3, [])
     assert progressive.example_row(ctx, stage=3, min_items=2) is rows[1]
     assert progressive.example_row(ctx, stage=1, min_items=5) is rows[0]  # none long enough: the first
+
+
+def test_the_arms_side_by_side_give_the_numbers_of_one_process(tiny_run, tiny_model_cfg, monkeypatch, tmp_path):
+    import json
+    import shutil
+
+    import torch
+    from conrec_lib import hardware
+
+    monkeypatch.setenv(hardware.WORKERS_ENV, "1")
+    cd.train_context(cd.ContextConfig(model=tiny_model_cfg, sft=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1),
+                                      warmup=SFTConfig(max_steps=2, batch_size=4, warmup_steps=1), n_train=8,
+                                      n_warmup=8, n_align_eval=8, n_translation_eval=2, n_rec_eval=4), tiny_run,
+                     progress=False)
+    twin = runs.Run.at(tmp_path / "twin")
+    shutil.copytree(tiny_run.root, twin.root)
+    cfg = progressive.ProgressiveConfig(stage_steps=(1, 1, 1), grpo=GRPOConfig(num_generations=2, prompts_per_batch=2),
+                                        n_train=6, reward_variants=("hit",), n_rec_eval=4, dose_positives=(0, 2),
+                                        n_dose_eval=4)
+    alone = progressive.train_progressive(cfg, tiny_run, progress=False)
+    monkeypatch.setenv(hardware.WORKERS_ENV, "2")
+    side = progressive.train_progressive(cfg, twin, progress=False)
+
+    def numbers(m):  # as text: NaN equals NaN there
+        return json.dumps({k: v for k, v in m.items() if k != "seconds"}, sort_keys=True)
+
+    assert numbers(side.metrics) == numbers(alone.metrics)
+    for a, b in zip(alone.bundle.model.state_dict().values(), side.bundle.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -284,8 +284,11 @@ def train_context(cfg: ContextConfig, run: runs.Run, progress: bool = True,
     prepared, tokenized = dataprep.load_prepared(run), item_tokenizer.load_sids(run)
     with run.building(STAGE, cfg) as stage:
         data = data if data is not None else build_tasks(cfg, prepared, tokenized.sids.table)
-        with hardware.cpu_threads(cfg.num_threads):
-            outcomes = {v: run_variant(v, cfg, data, prepared, tokenized, stage / v, progress) for v in VARIANTS}
+        # the two variants are independent (each seeded): side by side on a multi-core CPU, same numbers
+        workers = hardware.job_workers(len(VARIANTS), cfg.model.device)
+        jobs = [(v, cfg, data, prepared, tokenized, stage / v, progress and (n == 0 or workers == 1))
+                for n, v in enumerate(VARIANTS)]  # bars only where they can show: the calling process
+        outcomes = dict(zip(VARIANTS, hardware.run_jobs(run_variant, jobs, cfg.num_threads, workers)))
         metrics = {v: o.metrics for v, o in outcomes.items()}
         after, later = metrics[FINAL]["align_acc"], metrics[FINAL]["align_acc_after_warmup"]
         rate = alignment.forgetting_rate(after, later) if after > 0 else float("nan")  # undefined: nothing learnt

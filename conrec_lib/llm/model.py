@@ -122,6 +122,25 @@ class ModelBundle:
     device: torch.device
     config: ModelConfig
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (e.g. in a worker process of `hardware.run_jobs`): the model works as it did."""
+        self.__dict__.update(state)
+        register_output_capture(self.model)
+
+
+def register_output_capture(module: torch.nn.Module) -> None:
+    """Register every transformers model inside `module` for output capture (`output_attentions=True`).
+
+    transformers registers a model class when a model is *built*; a model only unpickled in a fresh process is not
+    registered, and then returns no attentions (measured: `out.attentions` None in a spawned worker).
+    """
+    from transformers.utils import output_capturing
+
+    registry = getattr(output_capturing, "_CAN_RECORD_REGISTRY", None)
+    for sub in module.modules():
+        if registry is not None and isinstance(sub, PreTrainedModel) and getattr(sub, "_can_record_outputs", None):
+            registry[sub] = sub._can_record_outputs
+
 
 class Backbone(NamedTuple):
     """A causal LM and its tokenizer, before SID tokens and adapters."""

@@ -274,6 +274,17 @@ def run_arm(arm: str, cfg: ProgressiveConfig, ctx: Context, start: dict, run: ru
     return TrainedArm(metrics, stages, history, bundle, result)
 
 
+DOSE = "positives dose"  # the job of `train_progressive` that measures the dose, beside the arms'
+
+
+def stage_job(what: str, cfg: ProgressiveConfig, ctx: Context, start: dict, run: runs.Run, out: Path,
+              progress: bool):
+    """One independent part of the stage: the positives dose of the warm-up model (`what` = DOSE) or one arm."""
+    if what == DOSE:
+        return positives_dose(context_discerning.load_bundle(run), ctx, cfg, progress)
+    return run_arm(what, cfg, ctx, start, run, out, progress)
+
+
 def forgetting(outcomes: dict[str, TrainedArm], ctx: Context, after_alignment: float, progress: bool) -> dict:
     """Alignment accuracy after GRPO and the forgetting rate, for CoNRec and (when trained) plain GRPO."""
     out = {}
@@ -346,8 +357,13 @@ def train_progressive(cfg: ProgressiveConfig, run: runs.Run, progress: bool = Tr
                                                                      seed=cfg.seed).as_dict()
             start = {"stage-1 prompt": {k: previous["with_alignment"][k] for k in REC_KEYS},
                      "stage-3 prompt": before.metrics}
-            dose = positives_dose(warm, ctx, cfg, progress)
-            outcomes = {arm: run_arm(arm, cfg, ctx, start, run, out, progress) for arm in cfg.arms()}
+            # the dose and the arms are independent (each from the saved warm-up model, each seeded): side by side
+            # on a multi-core CPU (`hardware.run_jobs`), the same numbers; the dose, the longest, first
+            workers = hardware.job_workers(1 + len(cfg.arms()), str(warm.device))
+            jobs = [(what, cfg, ctx, start, run, out, progress and (n == 0 or workers == 1))
+                    for n, what in enumerate((DOSE, *cfg.arms()))]
+            dose, *trained = hardware.run_jobs(stage_job, jobs, cfg.num_threads, workers)
+            outcomes = dict(zip(cfg.arms(), trained))
             forgot = forgetting(outcomes, ctx, previous["with_alignment"]["align_acc"], progress)
             example = example_user(before, outcomes[FINAL])
         model.save_adapter(outcomes[FINAL].bundle, out / FINAL / "adapter")
