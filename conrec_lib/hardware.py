@@ -66,10 +66,13 @@ def _job(fn: Callable, threads: Optional[int], args: tuple) -> Any:
 
 
 def _pickled_job(payload: bytes) -> bytes:
-    from conrec_lib import progress
+    from conrec_lib import progress, runs
 
     progress.QUIET = True  # a worker's bars would not reach the notebook
-    return pickle.dumps(_job(*pickle.loads(payload)))
+    os.environ[WORKERS_ENV] = "1"  # a job inside a job runs in its worker: the cores are taken
+    fn, threads, args, building = pickle.loads(payload)
+    runs._BUILDING.update(building)  # the stages the caller is building: `Run.stage_dir` finds their temp folders
+    return pickle.dumps(_job(fn, threads, args))
 
 
 def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, workers: int = 1) -> list:
@@ -85,8 +88,11 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, wo
     """
     if workers <= 1 or len(jobs) <= 1:
         return [_job(fn, threads, args) for args in jobs]
+    from conrec_lib import runs
+
     results: dict[int, Any] = {}
     waiting = list(range(1, len(jobs)))  # job 0 is the calling process's
+    building = dict(runs._BUILDING)
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
     with concurrent.futures.ProcessPoolExecutor(workers - 1, mp_context=context) as pool:
         running: dict[concurrent.futures.Future, int] = {}
@@ -97,7 +103,7 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, wo
                 # plain pickle, here and now, between the calling process's own jobs: the pool would pickle in a
                 # thread of its own, with torch's reducers, which move tensors into shared memory under a running
                 # job's feet (measured: NaNs)
-                running[pool.submit(_pickled_job, pickle.dumps((fn, threads, jobs[n])))] = n
+                running[pool.submit(_pickled_job, pickle.dumps((fn, threads, jobs[n], building)))] = n
 
         def collect(done) -> None:
             for future in done:

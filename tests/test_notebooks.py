@@ -234,3 +234,25 @@ def test_notebook_cites_the_paper_in_the_repo(stem):
     text = "".join("".join(c["source"]) for c in json.loads(NB[stem].read_text())["cells"] if c["cell_type"] == "markdown")
     assert "PAPER.md" not in text, f"{stem}: cite ../docs/paper.md, which is in the repository"
     assert "issue" not in text.lower(), f"{stem}: wording about our issues means nothing to a reader; say what the target is"
+
+
+@pytest.mark.slow
+def test_06_in_one_process_gives_the_numbers_of_the_side_by_side_run(smoke_run, tmp_path, monkeypatch):
+    """The notebook's kernel ran part 1 and part 2's sub-runs side by side (`hardware.run_jobs`, on a machine with
+    two cores or more); in one process the same stage gives the same metrics."""
+    import shutil
+
+    from conrec_lib import configs, hardware
+    from conrec_lib.evaluation import assessment
+
+    twin = runs.Run.at(tmp_path / "twin")
+    shutil.copytree(smoke_run.root, twin.root)
+    shutil.rmtree(twin.root / "06_evaluation")
+    cfg = configs.read(assessment.AssessmentConfig, smoke_run.root / "06_evaluation" / "config.json")
+    monkeypatch.setenv(hardware.WORKERS_ENV, "1")
+    alone = assessment.assess(cfg, twin, progress=False).metrics
+
+    def numbers(m):  # as text: NaN equals NaN there
+        return json.dumps({k: v for k, v in m.items() if k != "seconds"}, sort_keys=True)
+
+    assert numbers(alone) == numbers(smoke_run.metrics("06_evaluation"))

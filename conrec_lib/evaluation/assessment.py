@@ -208,14 +208,27 @@ class AssessmentResult:
     ab: ab_test.ABResult
 
 
+def assess_job(part, cfg: AssessmentConfig, run: runs.Run, hook, progress: bool):
+    """One independent part of `assess`: part 1 (`part` = TUTORIAL) or one (dataset, seed) of part 2."""
+    if part == TUTORIAL:
+        return compare_on_run(cfg, run, progress)
+    dataset, seed = part
+    return evaluation.evaluate_sub_run(cfg.evaluation, run, dataset, seed, hook)
+
+
 def assess(cfg: AssessmentConfig, run: runs.Run, progress: bool = True) -> AssessmentResult:
     """The four parts of the module docstring; writes metrics.json last (`results`, `ab_test`, ...)."""
     started = time.perf_counter()
     with run.building(STAGE, cfg):
         hook = llm_models.Pipeline(cfg.pipeline) if cfg.llm_on_datasets else None
+        # part 1 and every (dataset, seed) of part 2 are independent (each seeded): side by side on a multi-core
+        # CPU (`hardware.run_jobs`), the same numbers; part 1, the longest, first
+        parts = [TUTORIAL, *evaluation.sub_runs(cfg.evaluation)]
+        workers = hardware.job_workers(len(parts))  # 1 on a GPU
+        jobs = [(part, cfg, run, hook, progress and (n == 0 or workers == 1)) for n, part in enumerate(parts)]
+        comparison, *subs = hardware.run_jobs(assess_job, jobs, cfg.num_threads, workers)
+        datasets = evaluation.collect_datasets(cfg.evaluation, run, subs)
         with hardware.cpu_threads(cfg.num_threads):
-            comparison = compare_on_run(cfg, run, progress)
-            datasets = evaluation.evaluate_datasets(cfg.evaluation, run, hook, progress)
             curve = filter_curve(comparison)
             theta = deployment.pick_theta(curve, cfg.max_positives_filtered)
             world = world_of(comparison.sub)

@@ -277,9 +277,18 @@ def evaluate_sub_run(cfg: EvaluationConfig, parent: runs.Run, dataset: str, seed
 def evaluate_datasets(cfg: EvaluationConfig, run: runs.Run, extra_models: Optional[ExtraModels] = None,
              progress: bool = True) -> EvaluationResult:
     """Every (dataset, seed) of the config; writes `06_evaluation/baselines.csv` (the tidy table)."""
-    pairs = [(d, s) for d in cfg.datasets for s in cfg.seeds]
     results = [evaluate_sub_run(cfg, run, d, s, extra_models)
-               for d, s in tqdm(pairs, desc="datasets x seeds", disable=not progress)]
+               for d, s in tqdm(sub_runs(cfg), desc="datasets x seeds", disable=not progress)]
+    return collect_datasets(cfg, run, results)
+
+
+def sub_runs(cfg: EvaluationConfig) -> list[tuple[str, int]]:
+    """The (dataset, seed) pairs of the config, in the order of the tables."""
+    return [(d, s) for d in cfg.datasets for s in cfg.seeds]
+
+
+def collect_datasets(cfg: EvaluationConfig, run: runs.Run, results: list[SubRunResult]) -> EvaluationResult:
+    """The sub-runs' results as one EvaluationResult; writes `06_evaluation/baselines.csv` (the tidy table)."""
     table = tidy(results)
     with runs.atomic_path(run.stage_dir(STAGE) / "baselines.csv") as tmp:
         table.to_csv(tmp, index=False)
