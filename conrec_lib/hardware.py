@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import multiprocessing
 import os
 import pickle
+import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
@@ -65,6 +67,14 @@ def _job(fn: Callable, threads: Optional[int], args: tuple) -> Any:
         return fn(*args)
 
 
+def _captured_job(fn: Callable, threads: Optional[int], args: tuple) -> tuple[Any, str, str]:
+    """`_job`, and what it printed to stdout and stderr (shown later, in the order of the jobs)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        result = _job(fn, threads, args)
+    return result, out.getvalue(), err.getvalue()
+
+
 def _pickled_job(payload: bytes) -> bytes:
     from conrec_lib import progress, runs
 
@@ -72,7 +82,7 @@ def _pickled_job(payload: bytes) -> bytes:
     os.environ[WORKERS_ENV] = "1"  # a job inside a job runs in its worker: the cores are taken
     fn, threads, args, building = pickle.loads(payload)
     runs._BUILDING.update(building)  # the stages the caller is building: `Run.stage_dir` finds their temp folders
-    return pickle.dumps(_job(fn, threads, args))
+    return pickle.dumps(_captured_job(fn, threads, args))
 
 
 def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, workers: int = 1) -> list:
@@ -84,7 +94,8 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, wo
     Every job must be a pure function of its arguments (its own seeds, no shared state): then a worker computes
     bit for bit what the calling process would, and the results do not depend on `workers` (tests compare both).
     The jobs given to workers and their results travel by pickle (`fn` must live in a module); an exception in
-    any job is raised here.
+    any job is raised here. What the jobs print (stdout, stderr) comes out here in the order of the jobs, as one
+    process would print it: the first job's live, the others' as soon as the jobs before them are done.
     """
     if workers <= 1 or len(jobs) <= 1:
         return [_job(fn, threads, args) for args in jobs]
@@ -105,21 +116,35 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: Optional[int] = 1, wo
                 # job's feet (measured: NaNs)
                 running[pool.submit(_pickled_job, pickle.dumps((fn, threads, jobs[n], building)))] = n
 
+        printed: dict[int, tuple[str, str]] = {}
+        shown = [1]  # the next job whose printed text is due (job 0 printed live)
+
+        def show() -> None:
+            while shown[0] in printed:
+                out, err = printed.pop(shown[0])
+                sys.stdout.write(out)
+                sys.stderr.write(err)
+                shown[0] += 1
+
         def collect(done) -> None:
             for future in done:
-                results[running.pop(future)] = pickle.loads(future.result())
+                n = running.pop(future)
+                results[n], *printed[n] = pickle.loads(future.result())
+            show()
 
         hand_out()
-        mine = 0
-        while True:
-            results[mine] = _job(fn, threads, jobs[mine])
+        results[0] = _job(fn, threads, jobs[0])
+        while waiting:
             collect([f for f in running if f.done()])
             hand_out()
             if not waiting:
                 break
             mine = waiting.pop(0)
+            results[mine], *printed[mine] = _captured_job(fn, threads, jobs[mine])
+            show()
         while running:
             collect(concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED).done)
+    show()
     return [results[n] for n in range(len(jobs))]
 
 

@@ -37,3 +37,9 @@ def test_job_workers_reads_its_cap_from_the_environment(monkeypatch):
         hardware.job_workers(5, "cpu")
     monkeypatch.delenv(hardware.WORKERS_ENV)
     assert 1 <= hardware.job_workers(5, "cpu") <= 5 and hardware.job_workers(1, "cpu") == 1
+
+
+def test_what_the_jobs_print_comes_out_in_the_order_of_the_jobs(capsys):
+    lines = [f"job {n}" for n in range(6)]
+    hardware.run_jobs(print, [(line,) for line in lines], workers=2)
+    assert capsys.readouterr().out.splitlines() == lines
